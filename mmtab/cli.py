@@ -1,0 +1,42 @@
+"""``mmtab fit|validate|test|predict --config configs/....yaml``: LightningCLI, plus the links that
+carry what the data decides (task, number of outputs, cardinalities, number of continuous inputs)
+into the model, so a config never states a size the data determines."""
+
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from mmtab.data.datamodule import TabularTextDataModule
+from mmtab.predict import PredictionWriter
+from mmtab.training.module import MultimodalModule
+
+_FUSION = "model.init_args.model.init_args"
+
+
+def _cardinalities(dims: dict) -> list[int]:
+    return dims["cardinalities"]
+
+
+def _n_cont(dims: dict) -> int:
+    return dims["n_cont"]
+
+
+class MmtabCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.link_arguments("data.fitted_task", "model.init_args.task", apply_on="instantiate")
+        parser.link_arguments("data.n_outputs", f"{_FUSION}.n_outputs", apply_on="instantiate")
+        parser.link_arguments("data.tabular_dims", f"{_FUSION}.tabular.init_args.cardinalities",
+                              compute_fn=_cardinalities, apply_on="instantiate")
+        parser.link_arguments("data.tabular_dims", f"{_FUSION}.tabular.init_args.n_cont",
+                              compute_fn=_n_cont, apply_on="instantiate")
+
+
+def main(args: list[str] | None = None) -> None:
+    """The ``mmtab`` console script (returns nothing: a console script's return value is its exit code)."""
+    MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True,
+                    save_config_kwargs={"overwrite": False}, args=args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""`TabularTextDataModule`: read, validate, split, fit preprocessing on the training rows, serve batches.
+
+The fitted `TabularPreprocessor` is this module's state: Lightning saves ``state_dict()`` in every
+checkpoint and restores it (after ``setup``, before any loader is built) whenever a run starts from
+a checkpoint, so ``validate``/``predict`` use the training statistics, never refitted ones.
+Loaders are therefore built lazily, from whatever preprocessor is current when they are requested.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+
+from mmtab.data.columns import ColumnSpec, DataValidationError, Task, infer_task
+from mmtab.data.dataset import BatchLoader, TensorTable
+from mmtab.data.preprocessing import TabularPreprocessor
+
+_SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """CSV or Parquet, by suffix."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {str(path)!r} does not exist (working directory: {Path.cwd()})")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix in (".csv", ".tsv"):
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    raise ValueError(f"data file {str(path)!r}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
+
+
+def stratified_split(labels: pd.Series | None, n: int, valid_pct: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation rows: `valid_pct` of each class (of all rows if `labels` is None)."""
+    rng = np.random.default_rng(seed)
+    is_valid = np.zeros(n, dtype=bool)
+    if labels is None:
+        groups = [np.arange(n)]
+    else:
+        codes = pd.factorize(labels)[0]
+        groups = [np.flatnonzero(codes == k) for k in range(codes.max() + 1)]
+    for rows in groups:
+        k = int(round(valid_pct * len(rows)))
+        is_valid[rng.permutation(rows)[:k]] = True
+    return is_valid
+
+
+class TabularTextDataModule(pl.LightningDataModule):
+    """A table with target, categorical, continuous, text and weight columns.
+
+    Args:
+        path: the training table, CSV or Parquet. Validation rows are taken from it unless
+            `valid_path` is given.
+        target: the column to predict.
+        categorical_cols: columns whose values are categories (any dtype).
+        continuous_cols: numeric columns; missing values are filled with the training median.
+        text_cols: free-text columns (for a model with a text branch).
+        weight_col: optional per-sample weight (>= 0) used in the training and validation loss.
+        task: binary, multiclass or regression; inferred from the target when not given.
+        valid_pct: share of rows held out for validation (stratified by class for classification).
+        seed: fixes the split and the shuffling.
+        split_col: a column with values train/valid/test that fixes the split instead of `valid_pct`.
+        valid_path: a separate validation table, instead of splitting `path`.
+        test_path: a table for `mmtab test`.
+        predict_path: a table for `mmtab predict`; without it, the validation rows are predicted.
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation, test and predict (default: 4 x batch_size).
+        min_category_count: category levels with fewer training rows are pooled into the trained
+            "unknown" code.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        target: str,
+        categorical_cols: list[str] | None = None,
+        continuous_cols: list[str] | None = None,
+        text_cols: list[str] | None = None,
+        weight_col: str | None = None,
+        task: Task | None = None,
+        valid_pct: float = 0.2,
+        seed: int = 42,
+        split_col: str | None = None,
+        valid_path: str | None = None,
+        test_path: str | None = None,
+        predict_path: str | None = None,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        min_category_count: int = 10,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < valid_pct < 1.0:
+            raise ValueError(f"data.valid_pct must be between 0 and 1, got {valid_pct}")
+        self.spec = ColumnSpec(target=target, categorical=list(categorical_cols or []),
+                               continuous=list(continuous_cols or []), text=list(text_cols or []),
+                               weight=weight_col)
+        self.path, self.valid_path, self.test_path, self.predict_path = path, valid_path, test_path, predict_path
+        self.task, self.valid_pct, self.seed, self.split_col = task, valid_pct, seed, split_col
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 4 * batch_size
+        self.min_category_count = min_category_count
+        self._frames: dict[str, pd.DataFrame] | None = None
+        self._given_frame: pd.DataFrame | None = None
+        self._preprocessor: TabularPreprocessor | None = None
+        self._tables: dict[str, TensorTable] = {}
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, **kwargs: Any) -> TabularTextDataModule:
+        """The same module over an in-memory frame (for notebooks and benchmarks)."""
+        dm = cls(path="<frame>", **kwargs)
+        dm._given_frame = frame
+        return dm
+
+    # ----------------------------------------------------------------------------- the splits
+    @property
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """train / valid (/ test) frames, validated. Read once."""
+        if self._frames is None:
+            self._frames = self._read_and_split()
+        return self._frames
+
+    def _read_and_split(self) -> dict[str, pd.DataFrame]:
+        problems = self.spec.role_problems()
+        if problems:
+            raise DataValidationError(problems, "the data config")
+        df = self._given_frame if self._given_frame is not None else read_table(self.path)
+        if self.valid_path:
+            frames = {"train": df, "valid": read_table(self.valid_path)}
+        elif self.split_col:
+            frames = self._split_by_column(df)
+        else:
+            labels = None if self.task == "regression" or self._looks_continuous(df) else df[self.spec.target]
+            is_valid = stratified_split(labels, len(df), self.valid_pct, self.seed)
+            frames = {"train": df[~is_valid], "valid": df[is_valid]}
+        if self.test_path:
+            frames["test"] = read_table(self.test_path)
+        for name, frame in frames.items():
+            self.spec.validate(frame, where=f"the {name} split ({len(frame)} rows)")
+        return frames
+
+    def _looks_continuous(self, df: pd.DataFrame) -> bool:
+        if self.spec.target not in df.columns:
+            self.spec.validate(df, where=str(self.path))  # raises, naming the missing target
+        return infer_task(df[self.spec.target]) == "regression"
+
+    def _split_by_column(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        col = self.split_col
+        if col not in df.columns:
+            raise DataValidationError([f"split_col {col!r} is not in the table"], str(self.path))
+        names = df[col].astype(str).str.lower().map(_SPLIT_NAMES)
+        bad = df[col][names.isna()]
+        if len(bad):
+            raise DataValidationError([f"split_col {col!r} has values other than train/valid/test "
+                                       f"(first rows: {', '.join(f'{i}: {v!r}' for i, v in bad.head(5).items())})"],
+                                      str(self.path))
+        return {name: df[names == name] for name in ("train", "valid", "test") if (names == name).any()}
+
+    # ------------------------------------------------------------------------- preprocessing
+    @property
+    def preprocessor(self) -> TabularPreprocessor:
+        """Fitted on the training split on first access (or restored from a checkpoint)."""
+        if self._preprocessor is None:
+            pre = TabularPreprocessor(self.spec, task=self.task, min_category_count=self.min_category_count)
+            self._preprocessor = pre.fit(self.frames["train"])
+        return self._preprocessor
+
+    @property
+    def tabular_dims(self) -> dict[str, Any]:
+        """What the data decides about the model: linked into the model config by the CLI."""
+        pre = self.preprocessor
+        return {"cardinalities": pre.cardinalities, "n_cont": len(pre.continuous_names)}
+
+    @property
+    def n_outputs(self) -> int:
+        return self.preprocessor.n_outputs
+
+    @property
+    def fitted_task(self) -> Task:
+        return self.preprocessor.task
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"preprocessor": self.preprocessor.state_dict()} if self._preprocessor or self._frames else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "preprocessor" in state_dict:
+            self._preprocessor = TabularPreprocessor.from_state_dict(state_dict["preprocessor"])
+            self._tables.clear()
+
+    # ---------------------------------------------------------------------------------- loaders
+    def setup(self, stage: str) -> None:
+        self.frames  # read and validate before any training step  # noqa: B018
+        if stage == "test" and "test" not in self.frames:
+            raise DataValidationError(["no test rows: set data.test_path, or a split_col with 'test' rows"],
+                                      "the data config")
+
+    def table(self, split: str) -> TensorTable:
+        if split not in self._tables:
+            self._tables[split] = TensorTable(self.preprocessor.transform(self.split_frame(split)))
+        return self._tables[split]
+
+    def split_frame(self, split: str) -> pd.DataFrame:
+        """The raw rows of a split; ``predict`` is `predict_path` or else the validation rows."""
+        if split == "predict":
+            if self.predict_path is None:
+                return self.frames["valid"]
+            if "predict" not in self.frames:
+                self.frames["predict"] = read_table(self.predict_path)
+        return self.frames[split]
+
+    def train_dataloader(self) -> BatchLoader:
+        return BatchLoader(self.table("train"), batch_size=self.batch_size, shuffle=True, drop_last=True,
+                           seed=self.seed)
+
+    def val_dataloader(self) -> BatchLoader:
+        return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> BatchLoader:
+        return BatchLoader(self.table("test"), batch_size=self.eval_batch_size)
+
+    def predict_dataloader(self) -> BatchLoader:
+        return BatchLoader(self.table("predict"), batch_size=self.eval_batch_size)

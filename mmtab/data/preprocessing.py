@@ -1,0 +1,222 @@
+"""The fitted preprocessing that turns a frame into model inputs, saved in every checkpoint.
+
+Categories become integer codes with two reserved rows:
+
+* code 0, ``UNKNOWN``: levels never seen in training *and* levels rarer than
+  ``min_category_count`` in the training rows. Pooling the rare levels there means the unknown
+  embedding is actually trained, so a category first seen at prediction time lands on a learned
+  vector. NOTE[DIFF]: fastai shares one ``#na#`` row between missing and unseen values, and that
+  row is trained only by missing values.
+* code 1, ``MISSING``: a missing value, when the training rows had any; otherwise missing values
+  go to ``UNKNOWN`` too, so that no untrained row is ever looked up.
+
+Numbers are filled with the training median (plus a ``<col>_na`` flag for columns that had missing
+values in training) and normalised with the training mean and standard deviation. Everything is
+learned from the rows passed to `fit`, which the data module restricts to the training split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mmtab.data.columns import ColumnSpec, DataValidationError, Task, infer_task
+
+UNKNOWN = 0
+MISSING = 1
+_N_RESERVED = 2
+
+
+@dataclass
+class CategoryVocab:
+    levels: list[str]
+    has_missing: bool
+    n_pooled_rows: int
+
+    @property
+    def cardinality(self) -> int:
+        return len(self.levels) + _N_RESERVED
+
+
+class TabularPreprocessor:
+    """Fit on training rows, then `transform` any frame with the same columns.
+
+    Example:
+        >>> df = pd.DataFrame({"c": ["a", "a", "b", None], "x": [1.0, None, 3.0, 4.0], "y": [0, 1, 0, 1]})
+        >>> pre = TabularPreprocessor(ColumnSpec("y", ["c"], ["x"]), min_category_count=1).fit(df)
+        >>> pre.cardinalities, pre.continuous_names
+        ([4, 2], ['x', 'x_na'])
+        >>> pre.transform(pd.DataFrame({"c": ["z"], "x": [None]}))["cat"]  # unseen -> 0, missing -> 1
+        tensor([[0]])
+    """
+
+    def __init__(self, spec: ColumnSpec, *, task: Task | None = None, min_category_count: int = 10) -> None:
+        if min_category_count < 1:
+            raise ValueError(f"min_category_count must be >= 1, got {min_category_count}")
+        self.spec = spec
+        self.task = task
+        self.min_category_count = min_category_count
+        self.vocabs: dict[str, CategoryVocab] = {}
+        self.fill_values: dict[str, float] = {}
+        self.na_flag_cols: list[str] = []
+        self.means: list[float] = []
+        self.stds: list[float] = []
+        self.classes: list[Any] = []
+        self.fitted = False
+
+    # ----------------------------------------------------------------------------------- fitting
+    def fit(self, train: pd.DataFrame) -> TabularPreprocessor:
+        spec = self.spec
+        spec.validate(train, where="the training rows")
+        for col in spec.categorical:
+            self.vocabs[col] = self._fit_vocab(train[col])
+        for col in spec.continuous:
+            values = pd.to_numeric(train[col], errors="raise").astype("float64")
+            median = values.median()
+            self.fill_values[col] = float(median) if pd.notna(median) else 0.0
+            if values.isna().any():
+                self.na_flag_cols.append(col)
+        cont = self._continuous_matrix(train)
+        self.means = cont.mean(axis=0).tolist() if cont.shape[1] else []
+        std = cont.std(axis=0) if cont.shape[1] else np.zeros(0)
+        self.stds = np.where(std > 1e-8, std, 1.0).tolist()
+        self.task = self.task or infer_task(train[spec.target])
+        if self.task != "regression":
+            self.classes = sorted(pd.unique(train[spec.target].dropna()).tolist())
+            if self.task == "binary" and len(self.classes) != 2:
+                raise DataValidationError([f"target {spec.target!r} has {len(self.classes)} classes in the "
+                                           f"training rows ({self.classes[:5]}), a binary task needs 2: "
+                                           "set data.task: multiclass or check the split"], "the training rows")
+        self.fitted = True
+        return self
+
+    def _fit_vocab(self, values: pd.Series) -> CategoryVocab:
+        counts = values.dropna().astype(str).value_counts()
+        kept = counts[counts >= self.min_category_count]
+        return CategoryVocab(levels=sorted(kept.index.tolist()), has_missing=bool(values.isna().any()),
+                             n_pooled_rows=int(counts[counts < self.min_category_count].sum()))
+
+    # ------------------------------------------------------------------------------ transforming
+    @property
+    def cardinalities(self) -> list[int]:
+        return [self.vocabs[c].cardinality for c in self.spec.categorical]
+
+    @property
+    def continuous_names(self) -> list[str]:
+        return [*self.spec.continuous, *(f"{c}_na" for c in self.na_flag_cols)]
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.task == "regression" else len(self.classes)
+
+    def transform(self, df: pd.DataFrame, *, labelled: bool | None = None) -> dict[str, torch.Tensor]:
+        """Frame -> ``{"cat": (N, n_cat) long, "cont": (N, n_cont) float[, "target", "weight"]}``.
+
+        `labelled=None` includes the target (and weight) when the frame has the target column.
+        The user's frame is never modified.
+        """
+        self._check_fitted()
+        spec = self.spec
+        if labelled is None:
+            labelled = spec.target in df.columns
+        spec.validate(df, where="the rows to transform", labelled=labelled)
+        out: dict[str, torch.Tensor] = {}
+        cat = np.zeros((len(df), len(spec.categorical)), dtype=np.int64)
+        for j, col in enumerate(spec.categorical):
+            cat[:, j] = self._encode_categories(df[col], self.vocabs[col])
+        out["cat"] = torch.from_numpy(cat)
+        cont = self._continuous_matrix(df)
+        cont = (cont - np.asarray(self.means)) / np.asarray(self.stds) if cont.shape[1] else cont
+        out["cont"] = torch.from_numpy(cont.astype(np.float32))
+        if labelled:
+            out["target"] = self.encode_target(df[spec.target])
+            if spec.weight:
+                out["weight"] = torch.from_numpy(pd.to_numeric(df[spec.weight]).to_numpy(dtype=np.float32))
+        return out
+
+    @staticmethod
+    def _encode_categories(values: pd.Series, vocab: CategoryVocab) -> np.ndarray:
+        is_missing = values.isna().to_numpy()
+        strings = values.astype(object).where(~values.isna(), None)
+        strings = strings.map(lambda v: v if v is None else str(v))
+        codes = pd.Categorical(strings, categories=vocab.levels).codes.astype(np.int64)
+        codes = np.where(codes >= 0, codes + _N_RESERVED, UNKNOWN)  # unseen and rare levels -> 0
+        return np.where(is_missing, MISSING if vocab.has_missing else UNKNOWN, codes)
+
+    def _continuous_matrix(self, df: pd.DataFrame) -> np.ndarray:
+        """(N, n_cont + n_flags) float64, filled but not normalised."""
+        cols = []
+        for col in self.spec.continuous:
+            cols.append(pd.to_numeric(df[col]).astype("float64").fillna(self.fill_values[col]).to_numpy())
+        for col in self.na_flag_cols:
+            cols.append(df[col].isna().to_numpy().astype("float64"))
+        return np.stack(cols, axis=1) if cols else np.zeros((len(df), 0))
+
+    def encode_target(self, target: pd.Series) -> torch.Tensor:
+        if self.task == "regression":
+            return torch.from_numpy(pd.to_numeric(target).to_numpy(dtype=np.float32))
+        codes = pd.Categorical(target, categories=self.classes).codes
+        bad = target[codes < 0]
+        if len(bad):
+            raise DataValidationError([
+                f"target column {self.spec.target!r} has values not seen in the training rows "
+                f"(first rows: {', '.join(f'{i}: {v!r}' for i, v in bad.head(5).items())}); "
+                f"known classes: {self.classes}"], "the rows to transform")
+        return torch.from_numpy(codes.astype(np.int64))
+
+    def decode_target(self, codes: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        return np.asarray(self.classes, dtype=object)[codes]
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise RuntimeError("TabularPreprocessor is not fitted: call fit(train_frame) or load_state_dict()")
+
+    # ------------------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python values only, so a checkpoint stays loadable with `weights_only=True`."""
+        self._check_fitted()
+        return {
+            "spec": {"target": self.spec.target, "categorical": list(self.spec.categorical),
+                     "continuous": list(self.spec.continuous), "text": list(self.spec.text),
+                     "weight": self.spec.weight},
+            "task": self.task,
+            "min_category_count": self.min_category_count,
+            "vocabs": {c: {"levels": v.levels, "has_missing": v.has_missing, "n_pooled_rows": v.n_pooled_rows}
+                       for c, v in self.vocabs.items()},
+            "fill_values": dict(self.fill_values),
+            "na_flag_cols": list(self.na_flag_cols),
+            "means": list(self.means),
+            "stds": list(self.stds),
+            "classes": [c.item() if hasattr(c, "item") else c for c in self.classes],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> TabularPreprocessor:
+        pre = cls(ColumnSpec(**state["spec"]), task=state["task"],
+                  min_category_count=state["min_category_count"])
+        pre.vocabs = {c: CategoryVocab(**v) for c, v in state["vocabs"].items()}
+        pre.fill_values = dict(state["fill_values"])
+        pre.na_flag_cols = list(state["na_flag_cols"])
+        pre.means, pre.stds = list(state["means"]), list(state["stds"])
+        pre.classes = list(state["classes"])
+        pre.fitted = True
+        return pre
+
+    def summary(self) -> str:
+        """One line per column: what was learned, so nothing about preprocessing is hidden."""
+        self._check_fitted()
+        lines = [f"task={self.task}" + (f" classes={self.classes}" if self.classes else "")]
+        for col, v in self.vocabs.items():
+            lines.append(f"cat  {col}: {len(v.levels)} levels (+unknown, missing), "
+                         f"{v.n_pooled_rows} rare rows pooled into unknown"
+                         + ("" if v.has_missing else "; no missing in training, missing -> unknown"))
+        for name, mean, std in zip(self.continuous_names, self.means, self.stds):
+            fill = self.fill_values.get(name)
+            lines.append(f"cont {name}: mean={mean:.4g} std={std:.4g}" + (f" fill={fill:.4g}" if fill is not None
+                                                                             else ""))
+        return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""`FusionModel`: the branches it is handed, a fusion layer over them, and an output head.
+
+A plain `nn.Module`: ``model(batch)`` with ``batch = {"cat", "cont", "input_ids", "attention_mask"}``
+returns (B, n_outputs) logits (or values, for regression). Either branch may be absent, so a
+tabular-only, a text-only and a fused model are the same class. Its top-level children are the
+*branches* that param groups and freezing key on: ``tabular``, ``text``, ``fusion``, ``head``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mmtab.models.blocks import MLP
+from mmtab.models.fusion import ConcatFusion
+from mmtab.models.tabular import TabularMLP
+
+FusionFactory = Callable[[Mapping[str, int]], nn.Module]
+
+
+class Head(nn.Module):
+    """Optional `LinBnDrop` blocks, then the output Linear."""
+
+    def __init__(self, in_features: int, n_outputs: int, *, layers: Sequence[int] = (), dropout: float = 0.0,
+                 y_range: tuple[float, float] | None = None) -> None:
+        super().__init__()
+        self.mlp = MLP(in_features, layers, dropout=dropout)
+        self.out = nn.Linear(self.mlp.out_features, n_outputs)
+        self.y_range = y_range
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.out(self.mlp(x))
+        if self.y_range is not None:  # fastai's SigmoidRange: regression outputs kept inside (lo, hi)
+            lo, hi = self.y_range
+            y = torch.sigmoid(y) * (hi - lo) + lo
+        return y
+
+
+class FusionModel(nn.Module):
+    """Branches -> fusion -> head.
+
+    Args:
+        n_outputs: number of classes, or 1 for regression (the CLI links it from the data).
+        tabular: the tabular branch, built.
+        text: the text branch, built.
+        fusion: builds the fusion layer from the branches' widths; `ConcatFusion` by default.
+        head_layers: hidden widths of the head before its output layer.
+        head_dropout: dropout in the head's hidden blocks.
+        y_range: for regression, squash outputs into (lo, hi) with a scaled sigmoid, as fastai does.
+
+    Example:
+        >>> m = FusionModel(n_outputs=2, tabular=TabularMLP(cardinalities=[4], n_cont=2, layers=[8]))
+        >>> m({"cat": torch.tensor([[1], [3]]), "cont": torch.randn(2, 2)}).shape
+        torch.Size([2, 2])
+    """
+
+    def __init__(self, *, n_outputs: int, tabular: TabularMLP | None = None, text: nn.Module | None = None,
+                 fusion: FusionFactory = ConcatFusion, head_layers: Sequence[int] = (), head_dropout: float = 0.0,
+                 y_range: tuple[float, float] | None = None) -> None:
+        super().__init__()
+        if tabular is None and text is None:
+            raise ValueError("FusionModel needs at least one branch: give tabular=, text= or both")
+        self.tabular = tabular
+        self.text = text
+        widths = {name: branch.out_features for name, branch in self.branches().items()}
+        self.fusion = fusion(widths)
+        self.head = Head(self.fusion.out_features, n_outputs, layers=head_layers, dropout=head_dropout,
+                         y_range=y_range)
+        self.frozen: set[str] = set()
+
+    def branches(self) -> dict[str, nn.Module]:
+        """The input branches present, by name."""
+        return {n: b for n, b in (("tabular", self.tabular), ("text", self.text)) if b is not None}
+
+    def features(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        out = {}
+        grad = torch.is_grad_enabled()
+        if self.tabular is not None:
+            with torch.set_grad_enabled(grad and "tabular" not in self.frozen):
+                out["tabular"] = self.tabular(batch["cat"], batch["cont"])  # (B, tabular.out_features)
+        if self.text is not None:
+            with torch.set_grad_enabled(grad and "text" not in self.frozen):
+                out["text"] = self.text(batch)  # (B, text.out_features)
+        return out
+
+    # ---------------------------------------------------------------------------------- freezing
+    def freeze(self, name: str) -> None:
+        """No gradients, eval mode (BatchNorm statistics and dropout fixed), forward under no_grad."""
+        branch = self._child(name)
+        branch.requires_grad_(False)
+        branch.eval()
+        self.frozen.add(name)
+
+    def unfreeze(self, name: str) -> None:
+        branch = self._child(name)
+        branch.requires_grad_(True)
+        branch.train(self.training)
+        self.frozen.discard(name)
+
+    def train(self, mode: bool = True) -> FusionModel:
+        """Trainers call ``train()`` on the whole model each epoch; frozen branches stay in eval mode."""
+        super().train(mode)
+        for name in self.frozen:
+            self._child(name).eval()
+        return self
+
+    def _child(self, name: str) -> nn.Module:
+        children = dict(self.named_children())
+        if name not in children:
+            raise ValueError(f"no branch {name!r} in this model; its branches are {sorted(children)}")
+        return children[name]
+
+    def get_extra_state(self) -> dict[str, list[str]]:
+        """The frozen set travels in the state dict, so a resumed run has exactly the same trainable set."""
+        return {"frozen": sorted(self.frozen)}
+
+    def set_extra_state(self, state: dict[str, list[str]]) -> None:
+        for name in dict(self.named_children()):
+            if name in state["frozen"]:
+                self.freeze(name)
+            elif name in self.frozen:
+                self.unfreeze(name)
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self.head(self.fusion(self.features(batch)))

@@ -1,0 +1,123 @@
+"""Predictions as a table beside the rows they belong to, per-row losses, and the top-losses report.
+
+`predict_frame` is the Python entry point; `PredictionWriter` is what ``mmtab predict`` runs. Both
+build the table with `prediction_table`, so the CLI and a notebook give the same columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from mmtab.data.dataset import BatchLoader, TensorTable
+from mmtab.data.preprocessing import TabularPreprocessor
+
+
+def prediction_table(outputs: list[dict[str, torch.Tensor]], preprocessor: TabularPreprocessor,
+                     frame: pd.DataFrame, *, include_inputs: bool = True) -> pd.DataFrame:
+    """Batch outputs (in row order) -> the input rows plus ``prediction``, ``prob_<class>`` and ``loss``."""
+    output = torch.cat([o["output"] for o in outputs]).cpu().numpy()
+    table = frame.copy() if include_inputs else pd.DataFrame(index=frame.index)
+    if preprocessor.task == "regression":
+        table["prediction"] = output
+    else:
+        table["prediction"] = preprocessor.decode_target(output.argmax(axis=1))
+        for k, cls in enumerate(preprocessor.classes):
+            table[f"prob_{cls}"] = output[:, k]
+    if outputs and "loss" in outputs[0]:
+        table["loss"] = torch.cat([o["loss"] for o in outputs]).cpu().numpy()
+    return table
+
+
+def top_losses(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The `n` rows the model gets most wrong (needs a table predicted on labelled rows)."""
+    if "loss" not in table.columns:
+        raise ValueError("no 'loss' column: predict on rows that have the target column to get per-row losses")
+    return table.sort_values("loss", ascending=False).head(n)
+
+
+@torch.no_grad()
+def predict_frame(module: pl.LightningModule, preprocessor: TabularPreprocessor, frame: pd.DataFrame, *,
+                  batch_size: int = 4096) -> pd.DataFrame:
+    """Predict new rows in Python with a trained module and its fitted preprocessor."""
+    was_training = module.training
+    module.eval()
+    try:
+        table = TensorTable(preprocessor.transform(frame))
+        device = next(module.parameters()).device
+        outputs = [module.predict_step({k: v.to(device) for k, v in batch.items()}, i)
+                   for i, batch in enumerate(BatchLoader(table, batch_size=batch_size))]
+    finally:
+        module.train(was_training)
+    return prediction_table(outputs, preprocessor, frame)
+
+
+def load_checkpoint(path: str | Path) -> tuple[pl.LightningModule, TabularPreprocessor]:
+    """A checkpoint written by ``mmtab fit`` -> (module in eval mode, its fitted preprocessor)."""
+    from mmtab.training.module import MultimodalModule
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = next((v for k, v in ckpt.items() if isinstance(v, dict) and "preprocessor" in v), None)
+    if state is None:
+        raise ValueError(f"{path}: no fitted preprocessor in this checkpoint; was it written by `mmtab fit`?")
+    module = MultimodalModule.load_from_checkpoint(path, map_location="cpu")
+    return module.eval(), TabularPreprocessor.from_state_dict(state["preprocessor"])
+
+
+def write_table(table: pd.DataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
+    path = Path(path)
+    check_writable(path, overwrite=overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".parquet":
+        table.to_parquet(path)
+    else:
+        table.to_csv(path, index=False)
+    return path
+
+
+def check_writable(path: Path, *, overwrite: bool) -> None:
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise ValueError(f"predictions output {str(path)!r}: use a .csv or .parquet file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} already exists; choose another --predictions.output, or pass "
+                              "--predictions.overwrite true to replace it")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """What ``mmtab predict`` writes.
+
+    Args:
+        output: a .csv or .parquet file for the predictions (input columns, ``prediction``,
+            ``prob_<class>``, and ``loss`` when the rows have the target).
+        overwrite: replace `output` if it exists (otherwise the run stops before predicting).
+        top_losses: print this many rows with the highest loss (needs labelled rows).
+    """
+
+    def __init__(self, output: str | None = None, overwrite: bool = False, top_losses: int = 0) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = output
+        self.overwrite = overwrite
+        self.top_losses = top_losses
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.output is None and not self.top_losses:
+            raise ValueError("mmtab predict needs --predictions.output FILE (.csv or .parquet) "
+                             "and/or --predictions.top_losses N")
+        if self.output is not None:  # fail before the work, not after it
+            check_writable(Path(self.output), overwrite=self.overwrite)
+
+    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any,
+                           batch_indices: Any) -> None:
+        dm = trainer.datamodule
+        table = prediction_table(predictions, dm.preprocessor, dm.split_frame("predict"))
+        if self.output is not None:
+            path = write_table(table, self.output, overwrite=self.overwrite)
+            print(f"wrote {len(table)} predictions to {path}")
+        if self.top_losses:
+            with pd.option_context("display.width", 200, "display.max_columns", 30):
+                print(f"top {self.top_losses} losses:\n{top_losses(table, self.top_losses)}")

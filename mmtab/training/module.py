@@ -1,0 +1,140 @@
+"""`MultimodalModule`: trains a `FusionModel` with a weighted loss, per-branch param groups and one-cycle.
+
+One ``_step`` serves fit, validate and test. The optimizer's groups are derived from the live model
+in ``configure_optimizers`` and checked again at fit start; the table of groups is printed then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from mmtab.data.columns import Task
+from mmtab.models.fusion_model import FusionModel
+from mmtab.training.losses import loss_weights, per_sample_loss, weighted_mean
+from mmtab.training.metrics import build_metrics, metric_inputs
+from mmtab.training.param_groups import BranchHparams, build_param_groups, check_optimizer, format_param_groups
+from mmtab.training.schedule import OneCycle
+
+
+class MultimodalModule(pl.LightningModule):
+    """A `FusionModel` and how it trains.
+
+    Args:
+        model: the model, built (its branches are the param groups).
+        task: binary, multiclass or regression (the CLI links it from the data).
+        lr: peak learning rate of every branch without its own ``lr``.
+        weight_decay: decoupled weight decay of every branch without its own.
+        branches: per-branch ``lr``, ``weight_decay`` and ``frozen``, by branch name
+            (``tabular``, ``text``, ``fusion``, ``head``).
+        optimizer: builds the optimizer from the param groups (AdamW unless configured).
+        scheduler: the learning-rate schedule, stepped every batch; ``null`` for a constant rate.
+        class_weights: one weight per class (in the order of the fitted classes), multiplied into
+            each row's weight in the loss.
+    """
+
+    def __init__(
+        self,
+        model: FusionModel,
+        task: Task,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        branches: dict[str, BranchHparams] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: OneCycle | None = OneCycle(),  # noqa: B008 -- a frozen-in-place default, never mutated
+        class_weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        # Under the CLI the hyperparameters are the raw config (the model's included), which is what
+        # lets `load_from_checkpoint` rebuild everything in a fresh process; a model built in Python
+        # is not saved as a hyperparameter (its weights are in the state dict).
+        self.save_hyperparameters(ignore=None if _given_hyperparameters.get() is not None else ["model"])
+        self.model = model
+        self.task = task
+        self.lr, self.weight_decay = lr, weight_decay
+        self.branches = {k: v if isinstance(v, BranchHparams) else BranchHparams(**v)
+                         for k, v in (branches or {}).items()}
+        self.optimizer_factory = optimizer
+        self.scheduler = scheduler
+        n_outputs = model.head.out.out_features
+        if class_weights is not None and (task == "regression" or len(class_weights) != n_outputs):
+            raise ValueError(f"class_weights has {len(class_weights)} values; the model has {n_outputs} "
+                             f"outputs for a {task} task: give one weight per class, or none")
+        self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights))
+        for name, hp in self.branches.items():
+            if hp.frozen:
+                model.freeze(name)
+        self.val_metrics = build_metrics(task, n_outputs).clone(prefix="val_")
+        self.test_metrics = build_metrics(task, n_outputs).clone(prefix="test_")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self.model(batch)
+
+    def per_sample_losses(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(outputs, per-row losses, per-row loss weights) for a labelled batch."""
+        output = self.model(batch)
+        losses = per_sample_loss(output, batch["target"], self.task)
+        return output, losses, loss_weights(batch["target"], batch.get("weight"), self.class_weights)
+
+    def _step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor:
+        output, losses, weights = self.per_sample_losses(batch)
+        loss = weighted_mean(losses, weights)
+        if stage == "train":
+            # Logged every few steps only: logging is a host sync, which costs more than a small step.
+            if self.global_step % self.trainer.log_every_n_steps == 0:
+                self.log("train_loss", loss.detach(), on_step=True, on_epoch=False)
+            return loss
+        metrics, mean_loss = (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics,
+                                                                                      self.test_loss)
+        mean_loss.update(losses.detach(), 1.0 if weights is None else weights)  # exact sum(w*l)/sum(w)
+        metrics.update(metric_inputs(output.detach(), self.task), batch["target"])
+        self.log(f"{stage}_loss", mean_loss, on_epoch=True, prog_bar=True)
+        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
+        return loss
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "test")
+
+    def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        output = self.model(batch)
+        out = {"output": metric_inputs(output, self.task) if self.task == "regression"
+               else torch.softmax(output.float(), dim=1)}
+        if "target" in batch:
+            out["loss"] = per_sample_loss(output.float(), batch["target"], self.task)
+        return out
+
+    # -------------------------------------------------------------------------------- optimizer
+    def configure_optimizers(self):  # type: ignore[override]
+        groups = build_param_groups(self.model, self.branches, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler is None:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": self.scheduler.build(optimizer, int(total)), "interval": "step"}}
+
+    def on_validation_end(self) -> None:
+        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+            return  # `validate` prints its own table
+        shown = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val_")}
+        rank_zero_info(f"epoch {self.current_epoch}: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
+
+    def on_fit_start(self) -> None:
+        for optimizer in self.trainer.optimizers:
+            check_optimizer(self.model, optimizer)
+            rank_zero_info("mmtab param groups (peak lr per branch):\n" + format_param_groups(optimizer))

@@ -1,0 +1,94 @@
+"""One optimizer param group per branch, derived from the live model and checked.
+
+Groups are built when the optimizer is built, by walking the model's top-level children, so a
+replaced branch is always the one being trained. Every parameter, frozen ones included, lands in
+exactly one group: freezing flips ``requires_grad`` and the optimizer skips parameters without a
+gradient, so unfreezing needs no new group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+from torch.optim import Optimizer
+
+
+@dataclass
+class BranchHparams:
+    """How one branch trains.
+
+    Args:
+        lr: peak learning rate of the branch's group (default: the module's ``lr``).
+        weight_decay: decoupled weight decay of the group (default: the module's ``weight_decay``).
+        frozen: start frozen: no gradients, eval mode (BatchNorm statistics and dropout fixed).
+    """
+
+    lr: float | None = None
+    weight_decay: float | None = None
+    frozen: bool = False
+
+
+class ParamGroupError(ValueError):
+    pass
+
+
+def build_param_groups(model: nn.Module, branches: Mapping[str, BranchHparams], *, lr: float,
+                       weight_decay: float) -> list[dict[str, Any]]:
+    """``[{"name": branch, "params": [...], "lr": ..., "weight_decay": ...}, ...]`` for every child with
+    parameters. Raises if `branches` names a child the model lacks, or if a parameter is left out."""
+    children = dict(model.named_children())
+    unknown = sorted(set(branches) - set(children))
+    if unknown:
+        raise ParamGroupError(f"branches {unknown} are not in the model; its branches are {sorted(children)}")
+    groups = []
+    for name, child in children.items():
+        params = list(child.parameters())
+        if not params:
+            continue
+        hp = branches.get(name, BranchHparams())
+        groups.append({"name": name, "params": params,
+                       "lr": lr if hp.lr is None else hp.lr,
+                       "weight_decay": weight_decay if hp.weight_decay is None else hp.weight_decay})
+    check_partition(model, groups)
+    return groups
+
+
+def check_partition(model: nn.Module, groups: list[dict[str, Any]]) -> None:
+    """Every model parameter in exactly one group, and no group parameter outside the model."""
+    owner: dict[int, list[str]] = {}
+    for group in groups:
+        for p in group["params"]:
+            owner.setdefault(id(p), []).append(group.get("name", "?"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    strays = [n for i, n in names.items() if i not in owner]
+    doubles = [f"{names.get(i, '?')} in {g}" for i, g in owner.items() if len(g) > 1]
+    stale = sum(1 for i in owner if i not in names)
+    problems = []
+    if strays:
+        problems.append(f"parameters in no group: {strays[:10]}" + (" ..." if len(strays) > 10 else ""))
+    if doubles:
+        problems.append(f"parameters in more than one group: {doubles[:10]}")
+    if stale:
+        problems.append(f"{stale} optimizer parameters are not in the model (a branch was replaced after "
+                        "the optimizer was built: build it again)")
+    if problems:
+        raise ParamGroupError("param groups do not partition the model: " + "; ".join(problems))
+
+
+def check_optimizer(model: nn.Module, optimizer: Optimizer) -> None:
+    check_partition(model, optimizer.param_groups)
+
+
+def format_param_groups(optimizer: Optimizer) -> str:
+    """A table of the optimizer's groups as they are now: what each branch trains with."""
+    rows = [("group", "tensors", "params", "trainable", "lr", "weight_decay")]
+    for g in optimizer.param_groups:
+        n = sum(p.numel() for p in g["params"])
+        t = sum(p.numel() for p in g["params"] if p.requires_grad)
+        rows.append((g.get("name", "?"), str(len(g["params"])), f"{n:,}", f"{t:,}" if t else "0 (frozen)",
+                     f"{g.get('max_lr', g['lr']):.3g}", f"{g['weight_decay']:.3g}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

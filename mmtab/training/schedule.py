@@ -1,0 +1,42 @@
+"""The one-cycle schedule, with fastai's defaults and fastai's meaning of each number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import OneCycleLR
+
+
+@dataclass
+class OneCycle:
+    """One-cycle learning rate (and momentum) per param group, stepped every batch.
+
+    Args:
+        pct_start: share of the steps spent warming up.
+        div: the warm-up starts at ``lr / div``.
+        div_final: the run ends at ``lr / div_final``. NOTE[DIFF]: fastai's meaning (relative to the
+            peak); PyTorch's ``final_div_factor`` is relative to the start, so it gets ``div_final / div``.
+        max_momentum: momentum (Adam's beta1) at the start and end of the cycle.
+        base_momentum: momentum at the peak learning rate.
+    """
+
+    pct_start: float = 0.25
+    div: float = 25.0
+    div_final: float = 1e5
+    max_momentum: float = 0.95
+    base_momentum: float = 0.85
+
+    def build(self, optimizer: Optimizer, total_steps: int) -> OneCycleLR:
+        return OneCycleLR(
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=total_steps,
+            pct_start=self.pct_start,
+            anneal_strategy="cos",
+            div_factor=self.div,
+            final_div_factor=self.div_final / self.div,
+            cycle_momentum=True,
+            base_momentum=self.base_momentum,
+            max_momentum=self.max_momentum,
+        )

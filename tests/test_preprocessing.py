@@ -1,0 +1,69 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmtab import ColumnSpec, DataValidationError, TabularPreprocessor
+from mmtab.data.preprocessing import MISSING, UNKNOWN
+
+
+def fitted(messy: pd.DataFrame, **kwargs) -> TabularPreprocessor:
+    spec = ColumnSpec("y", categorical=["colour"], continuous=["x", "size"], weight="w")
+    return TabularPreprocessor(spec, **{"min_category_count": 5, **kwargs}).fit(messy)
+
+
+def test_statistics_come_from_the_rows_fitted_on(messy):
+    pre = fitted(messy.iloc[:300])
+    x = messy["x"].iloc[:300]
+    assert pre.fill_values["x"] == pytest.approx(x.median())
+    filled = x.fillna(x.median())
+    assert pre.means[0] == pytest.approx(filled.mean())
+    assert pre.stds[0] == pytest.approx(filled.std(ddof=0))
+    assert pre.continuous_names == ["x", "size", "x_na"]  # a flag only where training had missing values
+
+
+def test_unknown_missing_and_rare_codes(messy):
+    pre = fitted(messy)
+    vocab = pre.vocabs["colour"]
+    assert vocab.levels == ["blue", "green", "red"] and vocab.n_pooled_rows == 3  # 'violet' pooled
+    rows = pd.DataFrame({"colour": ["red", "violet", "purple", None], "x": [0.0, np.nan, 1.0, 2.0],
+                         "size": [1.0, 2.0, 3.0, 4.0]})
+    out = pre.transform(rows)
+    assert out["cat"][:, 0].tolist() == [2 + 2, UNKNOWN, UNKNOWN, MISSING]
+    assert "target" not in out  # unlabelled rows
+    na_flag = out["cont"][:, 2]
+    assert na_flag[1] > na_flag[0]  # the missing x is flagged
+    assert torch.isfinite(out["cont"]).all()
+
+
+def test_missing_goes_to_unknown_when_training_had_none(messy):
+    pre = fitted(messy.dropna(subset=["colour"]))
+    out = pre.transform(pd.DataFrame({"colour": [None], "x": [0.0], "size": [1.0]}))
+    assert out["cat"].item() == UNKNOWN
+
+
+def test_user_frame_is_not_modified(messy):
+    before = messy.copy()
+    fitted(messy).transform(messy)
+    pd.testing.assert_frame_equal(messy, before)
+
+
+def test_state_dict_round_trip_gives_identical_tensors(messy):
+    pre = fitted(messy)
+    again = TabularPreprocessor.from_state_dict(pre.state_dict())
+    a, b = pre.transform(messy), again.transform(messy)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_target_values_unseen_in_training_are_an_error(messy):
+    pre = fitted(messy)
+    bad = messy.assign(y=messy["y"].where(messy.index != 7, 5))
+    with pytest.raises(DataValidationError, match="values not seen in the training rows"):
+        pre.transform(bad)
+
+
+def test_summary_names_every_column(messy):
+    text = fitted(messy).summary()
+    for name in ("colour", "x", "size", "x_na", "3 rare rows pooled"):
+        assert name in text
