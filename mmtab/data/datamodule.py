@@ -139,6 +139,10 @@ class TabularTextDataModule(pl.LightningDataModule):
             frames = {"train": df[~is_valid], "valid": df[is_valid]}
         if self.test_path:
             frames["test"] = read_table(self.test_path)
+        empty = [name for name in ("train", "valid") if len(frames.get(name, ())) == 0]
+        if empty:
+            raise DataValidationError([f"the {name} split has no rows: check data.split_col / data.valid_pct / "
+                                       "data.valid_path" for name in empty], "the data config")
         for name, frame in frames.items():
             self.spec.validate(frame, where=f"the {name} split ({len(frame)} rows)")
         return frames
@@ -184,7 +188,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         return self.preprocessor.task
 
     def state_dict(self) -> dict[str, Any]:
-        return {"preprocessor": self.preprocessor.state_dict()} if self._preprocessor or self._frames else {}
+        return {"preprocessor": self.preprocessor.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "preprocessor" in state_dict:

@@ -11,6 +11,9 @@ from torch import Tensor, nn
 
 from mmtab.models.blocks import MLP
 
+# Above this many codes in all, a (B, codes) one-hot matrix costs more than an embedding lookup.
+_ONE_HOT_MAX_ROWS = 1024
+
 
 def embedding_size(cardinality: int) -> int:
     """fastai's rule of thumb (``emb_sz_rule``): ``min(600, round(1.6 * n ** 0.56))``."""
@@ -59,14 +62,20 @@ class TabularMLP(nn.Module):
         self.out_features = self.mlp.out_features
 
     def embed(self, cat: Tensor) -> Tensor:
-        """(B, n_cat) codes -> (B, sum(embedding_sizes)), every column's lookup in one kernel.
+        """(B, n_cat) codes -> (B, sum(embedding_sizes)), all columns in one kernel.
 
-        The per-column tables are laid on the diagonal of one (sum(cardinalities), sum(sizes)) table
-        whose off-diagonal blocks are zero, so summing a row's n_cat looked-up rows *is* the
-        concatenation of its embeddings. One `embedding_bag` call replaces n_cat lookups + a concat.
+        The per-column tables lie on the diagonal of one (sum(cardinalities), sum(sizes)) table whose
+        off-diagonal blocks are zero, so summing the n_cat rows a sample looks up *is* the
+        concatenation of its embeddings: one lookup replaces n_cat lookups and a concat, with the
+        same parameters and gradients. For small tables the lookup is a one-hot matmul, whose
+        backward is a matmul too (an embedding's backward sorts the indices: several times slower).
         """
-        table = torch.block_diag(*(e.weight for e in self.embeddings))
-        return F.embedding_bag(cat + self.offsets, table, mode="sum")
+        table = torch.block_diag(*(e.weight for e in self.embeddings))  # (sum(cards), sum(sizes))
+        codes = cat + self.offsets  # (B, n_cat), rows of `table`
+        if table.shape[0] <= _ONE_HOT_MAX_ROWS:
+            one_hot = torch.zeros(cat.shape[0], table.shape[0], dtype=table.dtype, device=table.device)
+            return one_hot.scatter_(1, codes, 1.0) @ table
+        return F.embedding_bag(codes, table, mode="sum")
 
     def forward(self, cat: Tensor, cont: Tensor) -> Tensor:
         parts = []

@@ -1,0 +1,157 @@
+"""mmtab vs fastai's tabular_learner on adult: same split, same recipe, same process, 3 seeds each.
+
+The recipe is fastai's classic one (layers [200, 100], batch 1024, 5 epochs one-cycle at 1e-2, Adam
+with decoupled weight decay 0.01); mmtab runs it from the shipped ``configs/adult.yaml`` through the
+CLI, with the split replaced by the reference split below. Both models are scored by the same
+function on their validation probabilities. Throughput is training samples per second over the
+training phase only (validation excluded), measured by a callback in each framework.
+
+Needs fastai in the environment (``../shared/tools/install_fastai.sh``); it is not a dependency of
+mmtab. Last line: one JSON object.
+
+    python benchmarks/fastai_parity.py [--seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.model_selection import train_test_split
+
+from mmtab.cli import MmtabCLI
+from mmtab.data.datamodule import TabularTextDataModule
+from mmtab.predict import predict_frame
+from mmtab.training.module import MultimodalModule
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "adult.yaml"
+DATA = ROOT / "data" / "adult.parquet"
+CAT = ["workclass", "education", "marital-status", "occupation", "relationship", "race", "gender", "native-country"]
+CONT = ["age", "fnlwgt", "educational-num", "capital-gain", "capital-loss", "hours-per-week"]
+TARGET, POSITIVE = "income", ">50K"
+BATCH, EPOCHS, LR, LAYERS = 1024, 5, 1e-2, [200, 100]
+
+
+def reference_split(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The split used everywhere (shared/data/README.md): stratified 80/20, random_state=42."""
+    return train_test_split(np.arange(len(df)), test_size=0.2, random_state=42, stratify=df[TARGET])
+
+
+def score(y_true: np.ndarray, p_positive: np.ndarray) -> dict[str, float]:
+    return {"accuracy": float(accuracy_score(y_true, p_positive > 0.5)),
+            "auroc": float(roc_auc_score(y_true, p_positive))}
+
+
+# ------------------------------------------------------------------------------------------ fastai
+def run_fastai(df: pd.DataFrame, train_idx: np.ndarray, valid_idx: np.ndarray, seed: int) -> dict[str, float]:
+    from fastai.tabular.all import (
+        Callback,
+        Categorify,
+        CategoryBlock,
+        FillMissing,
+        Normalize,
+        TabularPandas,
+        set_seed,
+        tabular_learner,
+    )
+
+    class TrainTimer(Callback):
+        order = 0
+        seconds, samples = 0.0, 0
+
+        def before_train(self):
+            self.t0 = time.perf_counter()
+
+        def after_train(self):
+            TrainTimer.seconds += time.perf_counter() - self.t0
+            TrainTimer.samples += len(self.dls.train) * self.dls.train.bs
+
+    set_seed(seed, reproducible=False)
+    to = TabularPandas(df, procs=[Categorify, FillMissing, Normalize], cat_names=CAT, cont_names=CONT,
+                       y_names=TARGET, y_block=CategoryBlock(), splits=(list(train_idx), list(valid_idx)))
+    dls = to.dataloaders(bs=BATCH)
+    learn = tabular_learner(dls, layers=LAYERS, cbs=[TrainTimer()])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(EPOCHS, LR)
+        probs, _ = learn.get_preds(dl=dls.valid)
+    positive = list(dls.vocab).index(POSITIVE)
+    y = (df[TARGET].to_numpy()[valid_idx] == POSITIVE).astype(int)
+    return {**score(y, probs[:, positive].numpy()), "samples_per_s": TrainTimer.samples / TrainTimer.seconds}
+
+
+# ------------------------------------------------------------------------------------------- mmtab
+class TrainTimer(pl.Callback):
+    """Seconds and samples of the training phase: from each epoch's start to its validation (or end)."""
+
+    def __init__(self) -> None:
+        self.seconds, self.samples, self._t0 = 0.0, 0, None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+
+    def _stop(self, trainer) -> None:
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self.samples += trainer.num_training_batches * trainer.datamodule.batch_size
+            self._t0 = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop(trainer)
+
+
+def run_mmtab(split_file: Path, valid: pd.DataFrame, seed: int) -> dict[str, float]:
+    timer = TrainTimer()
+    cli = MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
+                   save_config_callback=None, args=[
+        "--config", str(CONFIG), f"--seed_everything={seed}", f"--data.seed={seed}",
+        f"--data.path={split_file}", "--data.split_col=split",
+        "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0"])
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    table = predict_frame(cli.model, cli.datamodule.preprocessor, valid)
+    y = (valid[TARGET].to_numpy() == POSITIVE).astype(int)
+    return {**score(y, table[f"prob_{POSITIVE}"].to_numpy()), "samples_per_s": timer.samples / timer.seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    df = pd.read_parquet(DATA)
+    train_idx, valid_idx = reference_split(df)
+    split = np.full(len(df), "train", dtype=object)
+    split[valid_idx] = "valid"
+    results: dict[str, list[dict[str, float]]] = {"fastai": [], "mmtab": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        split_file = Path(tmp) / "adult_split.parquet"
+        df.assign(split=split).to_parquet(split_file)
+        for seed in args.seeds:
+            results["fastai"].append(run_fastai(df, train_idx, valid_idx, seed))
+            results["mmtab"].append(run_mmtab(split_file, df.iloc[valid_idx], seed))
+            print(f"seed {seed}: fastai {results['fastai'][-1]}  mmtab {results['mmtab'][-1]}", flush=True)
+    summary: dict[str, object] = {"benchmark": "fastai_parity", "dataset": "adult", "split": "stratified 80/20 rs=42",
+                                  "seeds": args.seeds, "batch_size": BATCH, "epochs": EPOCHS,
+                                  "torch_threads": torch.get_num_threads()}
+    for name, runs in results.items():
+        for key in ("accuracy", "auroc", "samples_per_s"):
+            summary[f"{name}_{key}"] = round(float(np.mean([r[key] for r in runs])), 4 if key != "samples_per_s" else 0)
+    summary["throughput_ratio"] = round(summary["mmtab_samples_per_s"] / summary["fastai_samples_per_s"], 3)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

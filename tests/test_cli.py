@@ -1,0 +1,111 @@
+"""`mmtab fit / validate / predict` end to end on real rows, in fresh processes where it matters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmtab.cli import MmtabCLI
+from mmtab.data.datamodule import TabularTextDataModule
+from mmtab.predict import load_checkpoint, predict_frame
+from mmtab.training.module import MultimodalModule
+
+from .conftest import ROOT
+
+CONFIG = str(ROOT / "configs" / "adult.yaml")
+
+
+def mmtab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "mmtab.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mmtab {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, adult_sample) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("cli")
+    data = tmp / "adult.parquet"
+    adult_sample.to_parquet(data)
+    common = [f"--config={CONFIG}", f"--data.path={data}", f"--trainer.default_root_dir={tmp / 'runs'}"]
+    mmtab("fit", *common, "--trainer.max_epochs=2", "--data.batch_size=256")
+    (ckpt,) = (tmp / "runs").rglob("*.ckpt")
+    return {"tmp": tmp, "data": data, "ckpt": ckpt, "common": common}
+
+
+def test_fit_writes_a_checkpoint_with_its_preprocessing(trained):
+    module, pre = load_checkpoint(trained["ckpt"])
+    assert isinstance(module, MultimodalModule) and pre.task == "binary" and pre.classes == ["<=50K", ">50K"]
+    assert (trained["ckpt"].parent.parent / "config.yaml").exists()
+
+
+def test_predict_on_the_validation_rows_equals_validate(trained):
+    cli = MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, save_config_callback=None,
+                   args=["validate", *trained["common"], f"--ckpt_path={trained['ckpt']}", "--trainer.logger=false"])
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    out = trained["tmp"] / "valid_predictions.csv"
+    mmtab("predict", *trained["common"], f"--ckpt_path={trained['ckpt']}", f"--predictions.output={out}")
+    table = pd.read_csv(out)
+    assert len(table) == len(cli.datamodule.frames["valid"])
+    assert table["loss"].mean() == pytest.approx(metrics["val_loss"], rel=1e-5)
+    assert (table["prediction"] == table["income"]).mean() == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+
+
+def test_a_checkpoint_reloaded_in_a_fresh_process_predicts_identically(trained, adult):
+    new_rows = adult.iloc[-300:].drop(columns="income")
+    path = trained["tmp"] / "new_rows.csv"
+    new_rows.to_csv(path, index=False)
+    out = trained["tmp"] / "fresh.parquet"
+    mmtab("predict", *trained["common"], f"--ckpt_path={trained['ckpt']}", f"--data.predict_path={path}",
+          f"--predictions.output={out}")
+    from_cli = pd.read_parquet(out)
+    module, pre = load_checkpoint(trained["ckpt"])
+    here = predict_frame(module, pre, pd.read_csv(path))
+    np.testing.assert_array_equal(from_cli["prob_>50K"].to_numpy(), here["prob_>50K"].to_numpy())
+    assert "loss" not in from_cli.columns  # no labels, no loss
+
+
+def test_unseen_categories_and_missing_numbers_get_finite_predictions(trained, adult):
+    rows = adult.iloc[:4].copy()
+    rows["occupation"] = ["Astronaut", None, "Tech-support", "Zookeeper"]
+    rows["native-country"] = "Atlantis"
+    rows["age"] = [np.nan, 30, np.nan, 200]
+    rows["fnlwgt"] = np.nan
+    path = trained["tmp"] / "odd_rows.csv"
+    rows.to_csv(path, index=False)
+    out = trained["tmp"] / "odd_predictions.csv"
+    mmtab("predict", *trained["common"], f"--ckpt_path={trained['ckpt']}", f"--data.predict_path={path}",
+          f"--predictions.output={out}")
+    table = pd.read_csv(out)
+    probs = table[["prob_<=50K", "prob_>50K"]].to_numpy()
+    assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-6)
+    assert np.isfinite(table["loss"]).all()
+
+
+def test_predict_never_overwrites_an_existing_file(trained):
+    out = trained["tmp"] / "mine.csv"
+    out.write_text("my own file\n")
+    proc = mmtab("predict", *trained["common"], f"--ckpt_path={trained['ckpt']}", f"--predictions.output={out}",
+                 check=False)
+    assert proc.returncode != 0 and "already exists" in proc.stderr
+    assert out.read_text() == "my own file\n"
+    mmtab("predict", *trained["common"], f"--ckpt_path={trained['ckpt']}", f"--predictions.output={out}",
+          "--predictions.overwrite=true")
+    assert "prediction" in out.read_text()
+
+
+def test_top_losses_report(trained):
+    proc = mmtab("predict", *trained["common"], f"--ckpt_path={trained['ckpt']}", "--predictions.top_losses=5")
+    assert "top 5 losses" in proc.stdout and "occupation" in proc.stdout
+
+
+def test_a_bad_column_stops_fit_before_training(trained):
+    proc = mmtab("fit", *trained["common"], "--data.continuous_cols=[age, salary]", check=False)
+    assert proc.returncode != 0
+    assert "column 'salary' is not in the table" in proc.stderr
+    assert "Epoch" not in proc.stdout + proc.stderr

@@ -1,0 +1,88 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmtab import DataValidationError, TabularTextDataModule
+from mmtab.data.dataset import BatchLoader, TensorTable
+from mmtab.data.preprocessing import UNKNOWN
+
+from .conftest import adult_datamodule, quiet_trainer, tabular_module
+
+
+def test_stratified_split_is_disjoint_seeded_and_keeps_the_class_ratio(adult_sample):
+    dm = adult_datamodule(adult_sample, valid_pct=0.25)
+    train, valid = dm.frames["train"], dm.frames["valid"]
+    assert len(train) + len(valid) == len(adult_sample) and not set(train.index) & set(valid.index)
+    share = (adult_sample["income"] == ">50K").mean()
+    assert (valid["income"] == ">50K").mean() == pytest.approx(share, abs=0.002)
+    assert adult_datamodule(adult_sample, valid_pct=0.25).frames["valid"].index.equals(valid.index)
+    assert not adult_datamodule(adult_sample, valid_pct=0.25, seed=1).frames["valid"].index.equals(valid.index)
+
+
+def test_preprocessing_is_fitted_on_training_rows_only(adult_sample):
+    frame = adult_sample.copy()
+    dm = adult_datamodule(frame, min_category_count=1)
+    valid_rows = dm.frames["valid"].index[:20]
+    frame.loc[valid_rows, "occupation"] = "Only-in-validation"
+    frame.loc[valid_rows, "age"] = 10_000
+    dm = adult_datamodule(frame, min_category_count=1)
+    assert "Only-in-validation" not in dm.preprocessor.vocabs["occupation"].levels
+    assert dm.preprocessor.means[0] == pytest.approx(dm.frames["train"]["age"].mean())
+    codes = dm.table("valid").tensors["cat"][:, 3]
+    assert (codes[dm.frames["valid"].index.isin(valid_rows)] == UNKNOWN).all()
+
+
+def test_split_column_valid_file_and_test_file(tmp_path, adult_sample):
+    split = np.where(np.arange(len(adult_sample)) % 5 == 0, "valid", "train")
+    split[:7] = "test"
+    dm = adult_datamodule(adult_sample.assign(part=split), split_col="part")
+    assert [len(dm.frames[k]) for k in ("train", "valid", "test")] == [(split == k).sum() for k in
+                                                                       ("train", "valid", "test")]
+    valid_file = tmp_path / "valid.csv"
+    adult_sample.iloc[:100].to_csv(valid_file, index=False)
+    dm = adult_datamodule(adult_sample.iloc[100:], valid_path=str(valid_file), test_path=str(valid_file))
+    assert len(dm.frames["valid"]) == len(dm.frames["test"]) == 100
+
+
+def test_bad_data_is_reported_before_any_training_step(adult_sample):
+    frame = adult_sample.copy()
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[[3, 8], "age"] = "unknown"
+    dm = adult_datamodule(frame)
+    with pytest.raises(DataValidationError, match=r"'age' in continuous_cols has non-numeric values \(row 3"):
+        quiet_trainer(max_steps=1).fit(tabular_module(adult_datamodule(adult_sample)), dm)
+
+
+def test_an_empty_split_is_an_error(adult_sample):
+    with pytest.raises(DataValidationError, match="the valid split has no rows"):
+        adult_datamodule(adult_sample.assign(part="train"), split_col="part").setup("fit")
+
+
+def test_missing_file_and_unknown_format(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TabularTextDataModule(path=str(tmp_path / "nope.csv"), target="y", continuous_cols=["x"]).setup("fit")
+    (tmp_path / "t.xlsx").write_text("x")
+    with pytest.raises(ValueError, match="use .csv, .tsv or .parquet"):
+        TabularTextDataModule(path=str(tmp_path / "t.xlsx"), target="y", continuous_cols=["x"]).setup("fit")
+
+
+def test_batches_cover_every_row_once_per_epoch_in_a_new_order():
+    table = TensorTable({"x": torch.arange(100), "y": torch.arange(100) * 2})
+    loader = BatchLoader(table, batch_size=32, shuffle=True, drop_last=True, seed=0)
+    epochs = [torch.cat([b["x"] for b in loader]) for _ in range(2)]
+    assert len(loader) == 3 and all(len(e) == 96 and len(set(e.tolist())) == 96 for e in epochs)
+    assert not torch.equal(epochs[0], epochs[1])
+    batch = next(iter(loader))
+    assert torch.equal(batch["y"], batch["x"] * 2)  # columns stay aligned
+    ordered = BatchLoader(table, batch_size=32)
+    assert len(ordered) == 4 and torch.equal(torch.cat([b["x"] for b in ordered]), torch.arange(100))
+
+
+def test_state_dict_restores_the_fitted_preprocessor(adult_sample):
+    dm = adult_datamodule(adult_sample)
+    other = adult_datamodule(adult_sample.iloc[::-1].reset_index(drop=True).assign(age=lambda d: d["age"] * 2))
+    other.load_state_dict(dm.state_dict())
+    assert other.preprocessor.means == dm.preprocessor.means
+    frame = pd.DataFrame(adult_sample.iloc[:5])
+    assert torch.equal(other.preprocessor.transform(frame)["cont"], dm.preprocessor.transform(frame)["cont"])

@@ -1,0 +1,84 @@
+import lightning.pytorch as pl
+import pandas as pd
+import pytest
+import torch
+
+from mmtab import FusionModel, MultimodalModule, TabularMLP, TabularTextDataModule
+
+from .conftest import ROOT, adult_datamodule, quiet_trainer, tabular_module
+
+
+class LossRecorder(pl.Callback):
+    def __init__(self):
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_loss_falls_on_real_rows(adult_sample):
+    dm = adult_datamodule(adult_sample, batch_size=128)
+    recorder = LossRecorder()
+    quiet_trainer(max_steps=30, callbacks=[recorder]).fit(tabular_module(dm), dm)
+    first, last = sum(recorder.losses[:5]) / 5, sum(recorder.losses[-5:]) / 5
+    assert last < 0.75 * first, recorder.losses
+
+
+def test_every_trainable_parameter_gets_a_gradient(adult_sample):
+    dm = adult_datamodule(adult_sample)
+    module = tabular_module(dm, layers=(16, 8))
+    batch = dm.table("train")[torch.arange(128)]
+    _, losses, weights = module.per_sample_losses(batch)
+    losses.mean().backward()
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not missing, f"parameters without a gradient: {missing}"
+
+
+def test_a_frozen_branch_is_bit_identical_after_training(adult_sample):
+    dm = adult_datamodule(adult_sample)
+    module = tabular_module(dm, branches={"tabular": {"frozen": True}})
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    assert trainable == {"head.out.weight", "head.out.bias"}
+    before = {k: v.clone() for k, v in module.model.tabular.state_dict().items()}  # weights and BN buffers
+    head_before = module.model.head.out.weight.detach().clone()
+    quiet_trainer(max_steps=5).fit(module, dm)
+    after = module.model.tabular.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), [k for k in before if not torch.equal(before[k],
+                                                                                                        after[k])]
+    assert not module.model.tabular.training  # eval mode survives the trainer's model.train()
+    assert not torch.equal(head_before, module.model.head.out.weight)
+
+
+def test_frozen_state_travels_in_the_state_dict(adult_sample):
+    dm = adult_datamodule(adult_sample)
+    frozen = tabular_module(dm, branches={"tabular": {"frozen": True}})
+    fresh = tabular_module(dm)
+    fresh.load_state_dict(frozen.state_dict())
+    assert fresh.model.frozen == {"tabular"}
+    assert not any(p.requires_grad for p in fresh.model.tabular.parameters())
+
+
+def test_regression_with_y_range_learns_california_housing():
+    frame = pd.read_parquet(ROOT / "data" / "california_housing.parquet").sample(4000, random_state=0)
+    dm = TabularTextDataModule.from_frame(frame, target="MedHouseVal", continuous_cols=list(frame.columns[:-1]),
+                                          batch_size=128, seed=0)
+    assert dm.fitted_task == "regression" and dm.n_outputs == 1
+    model = FusionModel(n_outputs=1, tabular=TabularMLP(**dm.tabular_dims, layers=[64, 32]), y_range=(0.0, 5.5))
+    module = MultimodalModule(model, task="regression", lr=1e-2)
+    trainer = quiet_trainer(max_epochs=4)
+    trainer.fit(module, dm)
+    assert trainer.callback_metrics["val_r2"] > 0.5
+
+
+def test_multiclass_target(adult_sample):
+    dm = TabularTextDataModule.from_frame(adult_sample, target="race", categorical_cols=["occupation"],
+                                          continuous_cols=["age"], batch_size=256)
+    assert dm.fitted_task == "multiclass" and dm.n_outputs == 5
+    trainer = quiet_trainer(limit_train_batches=5)
+    trainer.fit(tabular_module(dm), dm)
+    assert {"val_accuracy", "val_auroc", "val_f1"} <= set(trainer.callback_metrics)
+
+
+def test_class_weights_must_match_the_outputs(adult_sample):
+    with pytest.raises(ValueError, match="one weight per class"):
+        tabular_module(adult_datamodule(adult_sample), class_weights=[1.0, 2.0, 3.0])
