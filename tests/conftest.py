@@ -61,3 +61,61 @@ def quiet_trainer(**kwargs) -> pl.Trainer:
     kwargs = {"max_epochs": 1, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
               "enable_model_summary": False, "accelerator": "cpu", "devices": 1, **kwargs}
     return pl.Trainer(**kwargs)
+
+
+REVIEWS = ROOT / "data" / "womens_clothing_reviews.parquet"
+REVIEW_CAT = ["Division Name", "Department Name", "Class Name"]
+REVIEW_CONT = ["Age", "Positive Feedback Count"]
+REVIEW_TEXT = ["Title", "Review Text"]
+
+
+@pytest.fixture(scope="session")
+def reviews_sample() -> pd.DataFrame:
+    return pd.read_parquet(REVIEWS).sample(1500, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, reviews_sample) -> str:
+    """A random 2-layer BERT and a WordPiece tokenizer trained on review text, saved like a hub model."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    texts = reviews_sample[REVIEW_TEXT].fillna("").agg(" ".join, axis=1).tolist()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=1000, special_tokens=specials))
+    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]",
+                                  cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    from tokenizers import processors
+
+    tokenizer.backend_tokenizer.post_processor = processors.BertProcessing(
+        ("[SEP]", wordpiece.token_to_id("[SEP]")), ("[CLS]", wordpiece.token_to_id("[CLS]")))
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=256)
+    torch_seed = __import__("torch").manual_seed(0)  # noqa: F841 -- fixed random weights
+    BertModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+def reviews_datamodule(frame: pd.DataFrame, tokenizer: str, *, text: bool = True, tabular: bool = True,
+                       **kwargs) -> TabularTextDataModule:
+    kwargs = {"batch_size": 32, "seed": 0, "max_length": 64, **kwargs}
+    return TabularTextDataModule.from_frame(
+        frame, target="Recommended IND", categorical_cols=REVIEW_CAT if tabular else [],
+        continuous_cols=REVIEW_CONT if tabular else [], text_cols=REVIEW_TEXT if text else [],
+        tokenizer=tokenizer, **kwargs)
+
+
+def fusion_module(dm: TabularTextDataModule, tokenizer: str, *, tabular: bool = True, text: bool = True,
+                  fusion=None, module_class=MultimodalModule, **kwargs) -> MultimodalModule:
+    from mmtab import ConcatFusion, TextEncoder
+
+    model = FusionModel(n_outputs=dm.n_outputs,
+                        tabular=TabularMLP(**dm.tabular_dims, layers=[16]) if tabular else None,
+                        text=TextEncoder(pretrained=tokenizer) if text else None,
+                        fusion=fusion or ConcatFusion, head_layers=[16])
+    return module_class(model, task=dm.fitted_task, **{"lr": 3e-3, **kwargs})

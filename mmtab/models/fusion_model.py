@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from mmtab.models.blocks import MLP
 from mmtab.models.fusion import ConcatFusion
 from mmtab.models.tabular import TabularMLP
+from mmtab.models.text import TextEncoder
 
 FusionFactory = Callable[[Mapping[str, int]], nn.Module]
 
@@ -56,7 +57,7 @@ class FusionModel(nn.Module):
         torch.Size([2, 2])
     """
 
-    def __init__(self, *, n_outputs: int, tabular: TabularMLP | None = None, text: nn.Module | None = None,
+    def __init__(self, *, n_outputs: int, tabular: TabularMLP | None = None, text: TextEncoder | None = None,
                  fusion: FusionFactory = ConcatFusion, head_layers: Sequence[int] = (), head_dropout: float = 0.0,
                  y_range: tuple[float, float] | None = None) -> None:
         super().__init__()

@@ -38,6 +38,9 @@ class MultimodalModule(pl.LightningModule):
         scheduler: the learning-rate schedule, stepped every batch; ``null`` for a constant rate.
         class_weights: one weight per class (in the order of the fitted classes), multiplied into
             each row's weight in the loss.
+        init_from: a checkpoint (of a `TextModule`, or any module with a text branch) whose text
+            branch weights start this model's text branch; applied when fitting starts, before a
+            resumed run restores its own weights. Missing or unexpected keys are an error.
     """
 
     def __init__(
@@ -51,12 +54,15 @@ class MultimodalModule(pl.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: OneCycle | None = OneCycle(),  # noqa: B008 -- a frozen-in-place default, never mutated
         class_weights: list[float] | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         # Under the CLI the hyperparameters are the raw config (the model's included), which is what
-        # lets `load_from_checkpoint` rebuild everything in a fresh process; a model built in Python
-        # is not saved as a hyperparameter (its weights are in the state dict).
-        self.save_hyperparameters(ignore=None if _given_hyperparameters.get() is not None else ["model"])
+        # lets `load_from_checkpoint` rebuild everything in a fresh process. Objects built in Python
+        # (the model, an optimizer factory, dataclasses) are not saved as hyperparameters, so every
+        # checkpoint stays loadable with `torch.load(weights_only=True)`.
+        from_cli = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=None if from_cli else ["model", "optimizer", "scheduler", "branches"])
         self.model = model
         self.task = task
         self.lr, self.weight_decay = lr, weight_decay
@@ -75,6 +81,13 @@ class MultimodalModule(pl.LightningModule):
         self.val_metrics = build_metrics(task, n_outputs).clone(prefix="val_")
         self.test_metrics = build_metrics(task, n_outputs).clone(prefix="test_")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.init_from = init_from
+
+    def setup(self, stage: str) -> None:
+        # `setup` runs before Lightning restores a checkpoint (`ckpt_path`), so a resumed run keeps its
+        # own weights; `load_from_checkpoint` never calls it, so the donor file is not needed later.
+        if stage == "fit" and self.init_from:
+            load_text_branch(self.model, self.init_from)
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         return self.model(batch)
@@ -138,3 +151,34 @@ class MultimodalModule(pl.LightningModule):
         for optimizer in self.trainer.optimizers:
             check_optimizer(self.model, optimizer)
             rank_zero_info("mmtab param groups (peak lr per branch):\n" + format_param_groups(optimizer))
+
+
+def load_text_branch(model: FusionModel, checkpoint: str) -> None:
+    """Copy the text branch of a checkpoint into `model.text`, naming any key that does not match."""
+    if model.text is None:
+        raise ValueError(f"init_from={checkpoint!r}: this model has no text branch to start from it")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    prefix = "model.text."
+    text_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not text_state:
+        raise ValueError(f"init_from={checkpoint!r} has no text branch weights (no '{prefix}*' keys)")
+    result = model.text.load_state_dict(text_state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"init_from={checkpoint!r} does not fit this text branch: missing keys "
+                         f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}")
+    rank_zero_info(f"text branch started from {checkpoint} ({len(text_state)} tensors)")
+
+
+class TextModule(MultimodalModule):
+    """The text branch and a head alone: step one of text-then-fusion.
+
+    Fine-tune the encoder on the target with ``mmtab fit --config configs/reviews_text.yaml``, then
+    start a fusion model from the checkpoint (``init_from``). The same arguments as
+    `MultimodalModule`; the model must have a text branch and no tabular one.
+    """
+
+    def __init__(self, model: FusionModel, task: Task, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        if model.text is None or model.tabular is not None:
+            raise ValueError("TextModule trains a text branch alone: give FusionModel(text=...) without tabular=")
+        super().__init__(model, task, **kwargs)

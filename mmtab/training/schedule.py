@@ -28,11 +28,15 @@ class OneCycle:
     base_momentum: float = 0.85
 
     def build(self, optimizer: Optimizer, total_steps: int) -> OneCycleLR:
+        # PyTorch divides by the warm-up's length in steps, which must not be 0: a run of a few steps
+        # (a smoke test, `max_steps=4`) gets a warm-up of at least 1.5 steps instead of an error.
+        total_steps = max(total_steps, 3)
+        pct_start = min(max(self.pct_start, 1.5 / total_steps), 0.5)
         return OneCycleLR(
             optimizer,
             max_lr=[g["lr"] for g in optimizer.param_groups],
             total_steps=total_steps,
-            pct_start=self.pct_start,
+            pct_start=pct_start,
             anneal_strategy="cos",
             div_factor=self.div,
             final_div_factor=self.div_final / self.div,

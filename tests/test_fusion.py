@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from mmtab import AttentionFusion, ConcatFusion, FusionModel, GatedFusion, TabularMLP
+
+from .conftest import fusion_module, reviews_datamodule
+
+FUSIONS = [ConcatFusion, GatedFusion, AttentionFusion]
+
+
+@pytest.mark.parametrize("fusion", FUSIONS, ids=lambda f: f.__name__)
+def test_fusion_classes_share_one_interface(fusion):
+    layer = fusion({"tabular": 12, "text": 32})
+    out = layer({"tabular": torch.randn(5, 12), "text": torch.randn(5, 32)})
+    assert out.shape == (5, layer.out_features)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS, ids=lambda f: f.__name__)
+def test_every_trainable_parameter_gets_a_gradient(fusion, tiny_bert, reviews_sample):
+    dm = reviews_datamodule(reviews_sample, tiny_bert)
+    module = fusion_module(dm, tiny_bert, fusion=fusion)
+    module.train()
+    batch = next(iter(dm.train_dataloader()))
+    batch["has_text"][0] = False  # the no-text vector is used, and so trained
+    _, losses, _ = module.per_sample_losses(batch)
+    losses.mean().backward()
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    # the pooler is not used by mean pooling, as in any BERT fine-tuned with mean pooling
+    missing = [n for n in missing if ".pooler." not in n]
+    assert not missing, f"parameters without a gradient: {missing}"
+
+
+def test_either_branch_alone_is_a_model(tiny_bert, reviews_sample):
+    dm = reviews_datamodule(reviews_sample, tiny_bert)
+    batch = next(iter(dm.val_dataloader()))
+    for tabular, text in [(True, False), (False, True), (True, True)]:
+        module = fusion_module(dm, tiny_bert, tabular=tabular, text=text).eval()
+        assert module(batch).shape == (len(batch["target"]), 2)
+    with pytest.raises(ValueError, match="at least one branch"):
+        FusionModel(n_outputs=2)
+
+
+def test_the_head_sizes_itself_from_the_branch_widths():
+    tab = TabularMLP(cardinalities=[4], n_cont=1, layers=[24])
+    assert FusionModel(n_outputs=3, tabular=tab).head.out.in_features == 24
+    gated = FusionModel(n_outputs=3, tabular=tab, fusion=lambda w: GatedFusion(w, d=7))
+    assert gated.head.out.in_features == 7

@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from mmtab import TextEncoder
+
+
+@pytest.fixture
+def encoder(tiny_bert):
+    torch.manual_seed(0)
+    return TextEncoder(pretrained=tiny_bert).eval()
+
+
+def batch_of(ids, mask, has_text=None):
+    ids, mask = torch.tensor(ids), torch.tensor(mask)
+    has = torch.ones(len(ids), dtype=torch.bool) if has_text is None else torch.tensor(has_text)
+    return {"input_ids": ids, "attention_mask": mask, "has_text": has}
+
+
+def test_mean_pooling_ignores_padding(encoder):
+    short = encoder(batch_of([[2, 10, 11, 3]], [[1, 1, 1, 1]]))
+    padded = encoder(batch_of([[2, 10, 11, 3, 0, 0]], [[1, 1, 1, 1, 0, 0]]))
+    torch.testing.assert_close(short, padded, atol=1e-5, rtol=1e-5)
+    assert short.shape == (1, encoder.out_features)
+
+
+def test_cls_pooling_takes_the_first_token(tiny_bert):
+    enc = TextEncoder(pretrained=tiny_bert, pooling="cls").eval()
+    ids, mask = torch.tensor([[2, 10, 11, 3]]), torch.ones(1, 4, dtype=torch.long)
+    hidden = enc.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(enc(batch_of(ids.tolist(), mask.tolist())), hidden[:, 0])
+
+
+def test_rows_without_text_get_the_learned_no_text_vector(encoder):
+    with torch.no_grad():
+        encoder.no_text.fill_(0.5)
+    out = encoder(batch_of([[2, 10, 3], [2, 3, 0]], [[1, 1, 1], [1, 1, 0]], has_text=[True, False]))
+    assert torch.all(out[1] == 0.5) and not torch.all(out[0] == 0.5)
+
+
+def test_a_frozen_encoder_computes_each_text_once(encoder):
+    calls = []
+    encoder.encoder.register_forward_hook(lambda *_: calls.append(1))
+    encoder.requires_grad_(False)
+    first = batch_of([[2, 10, 11, 3], [2, 12, 3, 0]], [[1, 1, 1, 1], [1, 1, 1, 0]])
+    a = encoder(first)
+    b = encoder(batch_of([[2, 12, 3, 0], [2, 10, 11, 3]], [[1, 1, 1, 0], [1, 1, 1, 1]]))  # same texts, new order
+    assert len(calls) == 1
+    torch.testing.assert_close(a[0], b[1])
+    torch.testing.assert_close(a[1], b[0], atol=1e-5, rtol=1e-5)
+    encoder.requires_grad_(True)  # unfrozen: computed every time, cache dropped
+    encoder(first)
+    assert len(calls) == 2 and not encoder._cache
+
+
+def test_bad_pooling_is_named(tiny_bert):
+    with pytest.raises(ValueError, match="pooling must be 'mean' or 'cls'"):
+        TextEncoder(pretrained=tiny_bert, pooling="max")
