@@ -40,9 +40,7 @@ FUSION = "--model.init_args.model.init_args"
 
 # model name -> (config, extra CLI arguments)
 MODELS: dict[str, tuple[str, list[str]]] = {
-    "tabular": ("reviews_fusion.yaml", [f"{FUSION}.text=null", "--data.text_cols=[]", "--trainer.max_epochs=5",
-                                        "--trainer.callbacks=[]", "--data.batch_size=256",
-                                        '--model.init_args.branches={"tabular": {"lr": 0.01}}']),
+    "tabular": ("reviews_tabular.yaml", []),
     "text": ("reviews_text.yaml", []),
     "fusion_concat": ("reviews_fusion.yaml", []),
     "fusion_gated": ("reviews_fusion.yaml", [f"{FUSION}.fusion=mmtab.GatedFusion"]),

@@ -45,3 +45,17 @@ def test_the_head_sizes_itself_from_the_branch_widths():
     assert FusionModel(n_outputs=3, tabular=tab).head.out.in_features == 24
     gated = FusionModel(n_outputs=3, tabular=tab, fusion=lambda w: GatedFusion(w, d=7))
     assert gated.head.out.in_features == 7
+
+
+def test_predictions_from_saved_preprocessing_match_the_training_pipeline(tiny_bert, reviews_sample):
+    from mmtab import TabularPreprocessor, predict_frame
+
+    dm = reviews_datamodule(reviews_sample, tiny_bert)
+    module = fusion_module(dm, tiny_bert).eval()
+    restored = TabularPreprocessor.from_state_dict(dm.preprocessor.state_dict())  # what a checkpoint holds
+    valid = dm.frames["valid"]
+    table = predict_frame(module, restored, valid, batch_size=64)
+    with torch.no_grad():
+        direct = torch.softmax(module(dm.table("valid")[slice(0, len(valid))]), dim=1)[:, 1]
+    torch.testing.assert_close(torch.tensor(table["prob_1"].to_numpy()), direct, atol=1e-5, rtol=1e-4)
+    assert table["loss"].notna().all()

