@@ -56,16 +56,20 @@ def test_predict_on_the_validation_rows_equals_validate(trained):
     assert (table["prediction"] == table["income"]).mean() == pytest.approx(metrics["val_accuracy"], abs=1e-6)
 
 
-def test_a_checkpoint_reloaded_in_a_fresh_process_predicts_identically(trained, adult):
-    new_rows = adult.iloc[-300:].drop(columns="income")
-    path = trained["tmp"] / "new_rows.csv"
-    new_rows.to_csv(path, index=False)
-    out = trained["tmp"] / "fresh.parquet"
+def predict_rows(trained, rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    """`mmtab predict` in a fresh process on `rows` written to a CSV file; its output table."""
+    path, out = trained["tmp"] / f"{name}.csv", trained["tmp"] / f"{name}_predictions.parquet"
+    rows.to_csv(path, index=False)
     mmtab("predict", *trained["common"], f"--ckpt_path={trained['ckpt']}", f"--data.predict_path={path}",
           f"--predictions.output={out}")
-    from_cli = pd.read_parquet(out)
+    return pd.read_parquet(out)
+
+
+def test_a_checkpoint_reloaded_in_a_fresh_process_predicts_identically(trained, adult):
+    new_rows = adult.iloc[-300:].drop(columns="income")
+    from_cli = predict_rows(trained, new_rows, "new_rows")
     module, pre = load_checkpoint(trained["ckpt"])
-    here = predict_frame(module, pre, pd.read_csv(path))
+    here = predict_frame(module, pre, pd.read_csv(trained["tmp"] / "new_rows.csv"))
     np.testing.assert_array_equal(from_cli["prob_>50K"].to_numpy(), here["prob_>50K"].to_numpy())
     assert "loss" not in from_cli.columns  # no labels, no loss
 
@@ -76,12 +80,7 @@ def test_unseen_categories_and_missing_numbers_get_finite_predictions(trained, a
     rows["native-country"] = "Atlantis"
     rows["age"] = [np.nan, 30, np.nan, 200]
     rows["fnlwgt"] = np.nan
-    path = trained["tmp"] / "odd_rows.csv"
-    rows.to_csv(path, index=False)
-    out = trained["tmp"] / "odd_predictions.csv"
-    mmtab("predict", *trained["common"], f"--ckpt_path={trained['ckpt']}", f"--data.predict_path={path}",
-          f"--predictions.output={out}")
-    table = pd.read_csv(out)
+    table = predict_rows(trained, rows, "odd_rows")
     probs = table[["prob_<=50K", "prob_>50K"]].to_numpy()
     assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-6)
     assert np.isfinite(table["loss"]).all()
