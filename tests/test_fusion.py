@@ -15,6 +15,24 @@ def test_fusion_classes_share_one_interface(fusion):
     assert out.shape == (5, layer.out_features)
 
 
+def test_branches_on_different_scales_reach_the_head_on_one_scale():
+    # a BatchNorm-ended tabular branch next to a small-spread text embedding (MiniLM's is ~0.13 per unit)
+    features = {"tabular": torch.randn(64, 12) * 3 + 1, "text": torch.randn(64, 32) * 0.13}
+    out = ConcatFusion({"tabular": 12, "text": 32})(features)
+    tabular, text = out[:, :12], out[:, 12:]
+    for part in (tabular, text):
+        torch.testing.assert_close(part.std(dim=1), torch.ones(64), atol=0.05, rtol=0)
+    unnormalized = ConcatFusion({"tabular": 12, "text": 32}, normalize=False)(features)
+    assert unnormalized[:, :12].std() > 10 * unnormalized[:, 12:].std()
+
+
+def test_one_branch_gets_no_normalization_so_tabular_only_stays_fastai():
+    for fusion in FUSIONS:
+        assert not list(fusion({"tabular": 12}).norm.parameters())
+    tab = TabularMLP(cardinalities=[4], n_cont=1, layers=[24])
+    assert not list(FusionModel(n_outputs=2, tabular=tab).fusion.parameters())
+
+
 @pytest.mark.parametrize("fusion", FUSIONS, ids=lambda f: f.__name__)
 def test_every_trainable_parameter_gets_a_gradient(fusion, tiny_bert, reviews_sample):
     dm = reviews_datamodule(reviews_sample, tiny_bert)

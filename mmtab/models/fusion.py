@@ -3,6 +3,13 @@
 Every fusion class is built from the branches' widths (``in_features``, by branch name) and states
 its own ``out_features``, so the head sizes itself. `FusionModel` builds it, since only the model
 knows which branches it has.
+
+With two or more branches each branch's features first go through their own LayerNorm
+(``normalize=True``, the default). The branches come out on very different scales: the tabular
+branch ends in BatchNorm (about unit variance per unit) while MiniLM's mean-pooled embedding has a
+per-unit spread of about 0.13, so without it the head first learns from the table alone, and on the
+reviews the frozen-encoder fusion then scores below the text alone (AUROC 0.920 against 0.929).
+With one branch nothing is added, so a tabular-only model stays exactly fastai's `TabularModel`.
 """
 
 from __future__ import annotations
@@ -13,15 +20,29 @@ import torch
 from torch import Tensor, nn
 
 
-class ConcatFusion(nn.Module):
-    """Concatenate the branches' features in a fixed (name-sorted) order. No parameters."""
+class BranchNorm(nn.Module):
+    """A LayerNorm per branch when there are two or more branches (see the module docstring)."""
 
-    def __init__(self, in_features: Mapping[str, int]) -> None:
+    def __init__(self, in_features: Mapping[str, int], normalize: bool) -> None:
+        super().__init__()
+        use = normalize and len(in_features) > 1
+        self.norms = nn.ModuleDict({n: nn.LayerNorm(w) for n, w in sorted(in_features.items())} if use else {})
+
+    def forward(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {n: self.norms[n](f) if n in self.norms else f for n, f in features.items()}
+
+
+class ConcatFusion(nn.Module):
+    """Concatenate the branches' features in a fixed (name-sorted) order."""
+
+    def __init__(self, in_features: Mapping[str, int], normalize: bool = True) -> None:
         super().__init__()
         self.names = sorted(in_features)
+        self.norm = BranchNorm(in_features, normalize)
         self.out_features = sum(in_features.values())
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
+        features = self.norm(features)
         parts = [features[n] for n in self.names]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, sum(in_features))
 
@@ -37,15 +58,17 @@ class GatedFusion(nn.Module):
     text for one row and on the table for another. With one branch it is a gated projection.
     """
 
-    def __init__(self, in_features: Mapping[str, int], d: int = 128) -> None:
+    def __init__(self, in_features: Mapping[str, int], d: int = 128, normalize: bool = True) -> None:
         super().__init__()
         self.names = sorted(in_features)
+        self.norm = BranchNorm(in_features, normalize)
         total = sum(in_features.values())
         self.project = _projections(in_features, d)
         self.gate = nn.ModuleDict({name: nn.Linear(total, d) for name in self.names})
         self.out_features = d
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
+        features = self.norm(features)
         joined = torch.cat([features[n] for n in self.names], dim=1)  # (B, sum(in_features))
         out = 0
         for name in self.names:
@@ -57,11 +80,13 @@ class AttentionFusion(nn.Module):
     """Each branch becomes one token of width `d` (plus a learned modality embedding); a transformer
     layer lets the tokens attend to each other; the attended tokens are concatenated."""
 
-    def __init__(self, in_features: Mapping[str, int], d: int = 128, heads: int = 4, dropout: float = 0.1) -> None:
+    def __init__(self, in_features: Mapping[str, int], d: int = 128, heads: int = 4, dropout: float = 0.1,
+                 normalize: bool = True) -> None:
         super().__init__()
         if d % heads:
             raise ValueError(f"AttentionFusion: d={d} must be divisible by heads={heads}")
         self.names = sorted(in_features)
+        self.norm = BranchNorm(in_features, normalize)
         self.project = _projections(in_features, d)
         self.modality = nn.Parameter(torch.zeros(len(self.names), d))
         nn.init.normal_(self.modality, std=0.02)
@@ -69,5 +94,6 @@ class AttentionFusion(nn.Module):
         self.out_features = d * len(self.names)
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
+        features = self.norm(features)
         tokens = torch.stack([self.project[n](features[n]) for n in self.names], dim=1)  # (B, M, d)
         return self.layer(tokens + self.modality).flatten(1)  # (B, M * d)
