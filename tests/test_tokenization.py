@@ -41,3 +41,17 @@ def test_batches_are_trimmed_and_buckets_cut_padding(tiny_bert, reviews_sample):
                                                  bucket=True, bucket_batches=10))
     assert bucket_pad < random_pad / 2, (bucket_pad, random_pad)
     assert len(set(rows.tolist())) == len(rows) == (len(reviews_sample) // 32) * 32
+
+
+def test_without_length_buckets_training_batches_are_representative(tiny_bert, reviews_sample):
+    # what BatchNorm needs: each batch a fair sample, so batch means of length barely move
+    from .conftest import reviews_datamodule
+
+    def spread_of_batch_mean_length(**kwargs):
+        dm = reviews_datamodule(reviews_sample, tiny_bert, max_length=128, **kwargs)
+        dm.setup("fit")
+        means = torch.stack([b["lengths"].float().mean() for b in dm.train_dataloader()])
+        return means.std().item()
+
+    bucketed, representative = spread_of_batch_mean_length(), spread_of_batch_mean_length(length_buckets=False)
+    assert representative < bucketed / 2, (representative, bucketed)

