@@ -52,6 +52,21 @@ def test_a_frozen_encoder_computes_each_text_once(encoder):
     assert len(calls) == 2 and not encoder._cache
 
 
+def test_the_cache_fills_in_length_groups_and_returns_rows_in_batch_order(encoder):
+    torch.manual_seed(0)
+    lengths = torch.randint(3, 30, (40,))  # more rows than one fill group, lengths shuffled
+    ids = torch.zeros(40, 30, dtype=torch.long)
+    mask = torch.zeros(40, 30, dtype=torch.long)
+    for i, n in enumerate(lengths.tolist()):
+        ids[i, :n] = torch.randint(5, 100, (n,))
+        mask[i, :n] = 1
+    encoder.requires_grad_(False)
+    cached = encoder(batch_of(ids.tolist(), mask.tolist()))
+    for i, n in enumerate(lengths.tolist()):  # each row alone, no padding at all
+        torch.testing.assert_close(cached[i], encoder.encode(ids[i:i + 1, :n], mask[i:i + 1, :n])[0],
+                                   atol=1e-5, rtol=1e-5)
+
+
 def test_bad_pooling_is_named(tiny_bert):
     with pytest.raises(ValueError, match="pooling must be 'mean' or 'cls'"):
         TextEncoder(pretrained=tiny_bert, pooling="max")

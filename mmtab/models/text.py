@@ -26,6 +26,8 @@ class TextEncoder(nn.Module):
     encoding of an empty string, so a missing review is not the same as an empty one.
     """
 
+    CACHE_FILL_ROWS = 16  # rows encoded together while filling the cache
+
     def __init__(self, *, pretrained: str, pooling: Literal["mean", "cls"] = "mean",
                  cache_when_frozen: bool = True) -> None:
         super().__init__()
@@ -67,10 +69,14 @@ class TextEncoder(nn.Module):
         rows = ids.cpu().numpy()
         keys = [rows[i, :n].tobytes() for i, n in enumerate(lengths)]
         todo = [i for i, k in enumerate(keys) if k not in self._cache]
-        if todo:
-            sel = torch.tensor(todo, device=ids.device)
-            longest = max(max(lengths[i] for i in todo), 1)
+        # Rows to encode go in length order, a few at a time, each group cut to its own longest: a
+        # shuffled training batch (one long review beside short ones) then costs little padding.
+        todo.sort(key=lambda i: lengths[i])
+        for start in range(0, len(todo), self.CACHE_FILL_ROWS):
+            group = todo[start:start + self.CACHE_FILL_ROWS]
+            sel = torch.tensor(group, device=ids.device)
+            longest = max(lengths[group[-1]], 1)
             fresh = self.encode(ids[sel, :longest], mask[sel, :longest])
-            for i, vec in zip(todo, fresh):
+            for i, vec in zip(group, fresh):
                 self._cache[keys[i]] = vec.detach()
         return torch.stack([self._cache[k] for k in keys])
