@@ -4,6 +4,8 @@ import torch
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.tokenization import TextTokenizer, join_text_columns
 
+from .conftest import reviews_datamodule
+
 
 def test_joined_text_keeps_column_names_and_flags_rows_without_text():
     frame = pd.DataFrame({"Title": ["Love it", None, None, "  "],
@@ -45,8 +47,6 @@ def test_batches_are_trimmed_and_buckets_cut_padding(tiny_bert, reviews_sample):
 
 def test_without_length_buckets_training_batches_are_representative(tiny_bert, reviews_sample):
     # what BatchNorm needs: each batch a fair sample, so batch means of length barely move
-    from .conftest import reviews_datamodule
-
     def spread_of_batch_mean_length(**kwargs):
         dm = reviews_datamodule(reviews_sample, tiny_bert, max_length=128, **kwargs)
         dm.setup("fit")

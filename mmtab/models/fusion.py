@@ -21,15 +21,19 @@ from torch import Tensor, nn
 
 
 class BranchNorm(nn.Module):
-    """A LayerNorm per branch when there are two or more branches (see the module docstring)."""
+    """The branches' features in a fixed (name-sorted) order, each through its own LayerNorm when
+    there are two or more branches (see the module docstring). Every fusion layer starts with it."""
 
     def __init__(self, in_features: Mapping[str, int], normalize: bool) -> None:
         super().__init__()
+        self.names = sorted(in_features)
         use = normalize and len(in_features) > 1
-        self.norms = nn.ModuleDict({n: nn.LayerNorm(w) for n, w in sorted(in_features.items())} if use else {})
+        self.norms = nn.ModuleDict({n: nn.LayerNorm(in_features[n]) for n in self.names} if use else {})
 
-    def forward(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {n: self.norms[n](f) if n in self.norms else f for n, f in features.items()}
+    def forward(self, features: Mapping[str, Tensor]) -> list[Tensor]:
+        if not self.norms:
+            return [features[n] for n in self.names]
+        return [self.norms[n](features[n]) for n in self.names]
 
 
 class ConcatFusion(nn.Module):
@@ -37,13 +41,11 @@ class ConcatFusion(nn.Module):
 
     def __init__(self, in_features: Mapping[str, int], normalize: bool = True) -> None:
         super().__init__()
-        self.names = sorted(in_features)
         self.norm = BranchNorm(in_features, normalize)
         self.out_features = sum(in_features.values())
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
-        features = self.norm(features)
-        parts = [features[n] for n in self.names]
+        parts = self.norm(features)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, sum(in_features))
 
 
@@ -60,19 +62,18 @@ class GatedFusion(nn.Module):
 
     def __init__(self, in_features: Mapping[str, int], d: int = 128, normalize: bool = True) -> None:
         super().__init__()
-        self.names = sorted(in_features)
         self.norm = BranchNorm(in_features, normalize)
         total = sum(in_features.values())
         self.project = _projections(in_features, d)
-        self.gate = nn.ModuleDict({name: nn.Linear(total, d) for name in self.names})
+        self.gate = nn.ModuleDict({name: nn.Linear(total, d) for name in self.norm.names})
         self.out_features = d
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
-        features = self.norm(features)
-        joined = torch.cat([features[n] for n in self.names], dim=1)  # (B, sum(in_features))
+        parts = self.norm(features)
+        joined = torch.cat(parts, dim=1)  # (B, sum(in_features))
         out = 0
-        for name in self.names:
-            out = out + torch.sigmoid(self.gate[name](joined)) * self.project[name](features[name])  # (B, d)
+        for name, x in zip(self.norm.names, parts):
+            out = out + torch.sigmoid(self.gate[name](joined)) * self.project[name](x)  # (B, d)
         return out
 
 
@@ -85,15 +86,14 @@ class AttentionFusion(nn.Module):
         super().__init__()
         if d % heads:
             raise ValueError(f"AttentionFusion: d={d} must be divisible by heads={heads}")
-        self.names = sorted(in_features)
         self.norm = BranchNorm(in_features, normalize)
         self.project = _projections(in_features, d)
-        self.modality = nn.Parameter(torch.zeros(len(self.names), d))
+        self.modality = nn.Parameter(torch.zeros(len(in_features), d))
         nn.init.normal_(self.modality, std=0.02)
         self.layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, dropout=dropout, batch_first=True)
-        self.out_features = d * len(self.names)
+        self.out_features = d * len(in_features)
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
-        features = self.norm(features)
-        tokens = torch.stack([self.project[n](features[n]) for n in self.names], dim=1)  # (B, M, d)
+        parts = self.norm(features)
+        tokens = torch.stack([self.project[n](x) for n, x in zip(self.norm.names, parts)], dim=1)  # (B, M, d)
         return self.layer(tokens + self.modality).flatten(1)  # (B, M * d)
