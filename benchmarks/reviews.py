@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "womens_clothing_reviews.parquet"
 RESULTS = ROOT / "benchmarks" / "results" / "reviews"
 TARGET = "Recommended IND"
-FUSION = "--model.init_args.model.init_args"
+FUSION = "--model.net"
 
 # model name -> (config, extra CLI arguments). `fusion_*` fine-tune the encoder inside the fusion
 # model (one stage); `fusion_from_text*` start from the text model's checkpoint and train the fusion
@@ -74,7 +74,7 @@ def run(name: str, split_file: Path, valid: pd.DataFrame, work: Path, args: argp
         text_ckpt = RESULTS / "text.ckpt"
         if not text_ckpt.exists():
             raise SystemExit("fusion_from_text needs the text model first: run --models text")
-        overrides.append(f"--model.init_args.init_from={text_ckpt}")
+        overrides.append(f"--model.init_from={text_ckpt}")
     cli = MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
                    save_config_callback=None, args=["--config", str(ROOT / "configs" / config), *extra, *overrides])
     start = time.perf_counter()

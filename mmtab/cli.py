@@ -1,68 +1,104 @@
 """``mmtab fit|validate|test|predict --config configs/....yaml``: LightningCLI, plus the links that
-carry what the data decides (task, number of outputs, cardinalities, number of continuous inputs)
-into the model, so a config never states a size the data determines."""
+carry what the data decides (task, number of outputs, cardinalities, number of continuous inputs,
+the text model) into the model, so a config never states a size the data determines and names its
+text model once.
+
+Public Lightning and jsonargparse API only. Lightning's own checkpoint-hyperparameter machinery is
+off (``load_from_checkpoint_support=False``): it records every applied link into the saved
+hyperparameters assuming the link's target exists, and a text-only model has no tabular branch for
+the cardinalities to land in. Instead `ModelConfigInCheckpoint` stores the model's resolved config,
+linked values included, in every checkpoint, and `mmtab.predict.load_checkpoint` rebuilds from it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, _get_module_type, _InstantiatorFn
+import lightning.pytorch as pl
+import yaml
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from mmtab.data.datamodule import TabularTextDataModule
-from mmtab.predict import PredictionWriter
+from mmtab.predict import MODEL_CONFIG_KEY, PredictionWriter
 from mmtab.training.module import MultimodalModule
 
-_FUSION = "model.init_args.model.init_args"
+
+def _identity(value: Any) -> Any:
+    return value
 
 
-def _cardinalities(dims: dict) -> list[int]:
-    return dims["cardinalities"]
+# (datamodule attribute, model argument path, compute): the one table of what the data decides.
+LINKS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("fitted_task", "task", _identity),
+    ("n_outputs", "net.n_outputs", _identity),
+    ("tabular_dims", "net.tabular.cardinalities", lambda dims: dims["cardinalities"]),
+    ("tabular_dims", "net.tabular.n_cont", lambda dims: dims["n_cont"]),
+    ("text_model", "net.text.pretrained", _identity),
+)
 
 
-def _n_cont(dims: dict) -> int:
-    return dims["n_cont"]
+def _init_args_path(path: str) -> str:
+    """``net.tabular.n_cont`` -> ``net.init_args.tabular.init_args.n_cont`` (nodes that are classes)."""
+    *nodes, leaf = path.split(".")
+    return ".".join([*(f"{n}.init_args" for n in nodes), leaf])
 
 
-class _ModelInstantiator(_InstantiatorFn):
-    """Lightning records every applied link in the saved hyperparameters, assuming its target exists;
-    a text-only model has ``tabular: null``, so the links into the tabular branch are dropped there.
-    (Lightning's own instantiator otherwise; it is private, hence the pinned lightning range.)"""
+def model_config_with_links(config: dict[str, Any], datamodule: TabularTextDataModule) -> dict[str, Any]:
+    """The ``model`` section of a dumped config with the linked values filled in, where their part
+    exists (a text-only model has no ``net.tabular`` to put cardinalities in)."""
+    for source, target, compute in LINKS:
+        node: Any = config["init_args"]
+        *parents, leaf = _init_args_path(target).split(".")
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node[leaf] = compute(getattr(datamodule, source))
+    return config
 
-    def __call__(self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
-        self.cli._dump_config()
-        links = {k: v for k, v in applied_instantiation_links.items() if _has_parent(self.cli.config_dump, k)}
-        return super().__call__(class_type, *args, applied_instantiation_links=links, **kwargs)
 
+class ModelConfigInCheckpoint(pl.Callback):
+    """Puts the config that built the model in every checkpoint (plain values: `weights_only` loads)."""
 
-def _has_parent(tree: dict, key: str) -> bool:
-    node: Any = tree
-    for part in key.split(".")[:-1]:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return isinstance(node, dict)
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[MODEL_CONFIG_KEY] = self.config
 
 
 class MmtabCLI(LightningCLI):
-    def _add_instantiators(self) -> None:
-        super()._add_instantiators()
-        self.parser.add_instantiator(_ModelInstantiator(cli=self, key="model"), _get_module_type(self._model_class),
-                                     subclasses=self.subclass_mode_model)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("load_from_checkpoint_support", False)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(PredictionWriter, "predictions")
-        parser.link_arguments("data.fitted_task", "model.init_args.task", apply_on="instantiate")
-        parser.link_arguments("data.n_outputs", f"{_FUSION}.n_outputs", apply_on="instantiate")
-        parser.link_arguments("data.tabular_dims", f"{_FUSION}.tabular.init_args.cardinalities",
-                              compute_fn=_cardinalities, apply_on="instantiate")
-        parser.link_arguments("data.tabular_dims", f"{_FUSION}.tabular.init_args.n_cont",
-                              compute_fn=_n_cont, apply_on="instantiate")
+        for source, target, compute in LINKS:
+            parser.link_arguments(f"data.{source}", f"model.init_args.{_init_args_path(target)}",
+                                  compute_fn=compute, apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        given = [(source, target) for source, target, _ in LINKS
+                 if config.get(f"model.init_args.{_init_args_path(target)}") is not None]
+        if given:
+            raise ValueError("; ".join(f"model.{target} is decided by the data (data.{source}): remove it from the "
+                                       "config" for source, target in given))
+
+    def after_instantiate_classes(self) -> None:
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))
+        if self.subcommand:
+            dumped = dumped[self.subcommand]
+        model = model_config_with_links(dumped["model"], self.datamodule)
+        self.trainer.callbacks.append(ModelConfigInCheckpoint(model))
 
 
 def main(args: list[str] | None = None) -> None:
     """The ``mmtab`` console script (returns nothing: a console script's return value is its exit code)."""
     MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True,
-                    save_config_kwargs={"overwrite": False}, args=args)
+             save_config_kwargs={"overwrite": False}, args=args)
 
 
 if __name__ == "__main__":

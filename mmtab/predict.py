@@ -17,18 +17,17 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import TabularPreprocessor
 
+MODEL_CONFIG_KEY = "mmtab_model_config"  # where `mmtab fit` stores the config that built the model
+
 
 def prediction_table(outputs: list[dict[str, torch.Tensor]], preprocessor: TabularPreprocessor,
                      frame: pd.DataFrame, *, include_inputs: bool = True) -> pd.DataFrame:
-    """Batch outputs (in row order) -> the input rows plus ``prediction``, ``prob_<class>`` and ``loss``."""
+    """Batch outputs (in row order) -> the input rows plus the task's prediction columns
+    (``prediction``, and ``prob_<class>`` for classification) and ``loss``."""
     output = torch.cat([o["output"] for o in outputs]).cpu().numpy()
     table = frame.copy() if include_inputs else pd.DataFrame(index=frame.index)
-    if preprocessor.task == "regression":
-        table["prediction"] = output
-    else:
-        table["prediction"] = preprocessor.decode_target(output.argmax(axis=1))
-        for k, cls in enumerate(preprocessor.classes):
-            table[f"prob_{cls}"] = output[:, k]
+    for name, values in preprocessor.task.prediction_columns(output, preprocessor.classes).items():
+        table[name] = values
     if outputs and "loss" in outputs[0]:
         table["loss"] = torch.cat([o["loss"] for o in outputs]).cpu().numpy()
     return table
@@ -58,14 +57,24 @@ def predict_frame(module: pl.LightningModule, preprocessor: TabularPreprocessor,
 
 
 def load_checkpoint(path: str | Path) -> tuple[pl.LightningModule, TabularPreprocessor]:
-    """A checkpoint written by ``mmtab fit`` -> (module in eval mode, its fitted preprocessor)."""
+    """A checkpoint written by ``mmtab fit`` -> (module in eval mode, its fitted preprocessor).
+
+    The module is rebuilt from the config stored in the checkpoint (see `mmtab.cli`), so this works
+    in a fresh process with nothing but the checkpoint file.
+    """
+    from jsonargparse import ArgumentParser
+
     from mmtab.training.module import MultimodalModule
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = next((v for k, v in ckpt.items() if isinstance(v, dict) and "preprocessor" in v), None)
-    if state is None:
-        raise ValueError(f"{path}: no fitted preprocessor in this checkpoint; was it written by `mmtab fit`?")
-    module = MultimodalModule.load_from_checkpoint(path, map_location="cpu")
+    if state is None or MODEL_CONFIG_KEY not in ckpt:
+        raise ValueError(f"{path}: no fitted preprocessor or model config in this checkpoint; it was not written "
+                         "by `mmtab fit`. For a module built in Python, build it again and call load_state_dict.")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(MultimodalModule, "module", fail_untyped=False)
+    module = parser.instantiate_classes(parser.parse_object({"module": ckpt[MODEL_CONFIG_KEY]})).module
+    module.load_state_dict(ckpt["state_dict"])
     return module.eval(), TabularPreprocessor.from_state_dict(state["preprocessor"])
 
 

@@ -101,21 +101,22 @@ def tiny_bert(tmp_path_factory, reviews_sample) -> str:
     return str(folder)
 
 
-def reviews_datamodule(frame: pd.DataFrame, tokenizer: str, *, text: bool = True, tabular: bool = True,
+def reviews_datamodule(frame: pd.DataFrame, text_model: str, *, text: bool = True, tabular: bool = True,
                        **kwargs) -> TabularTextDataModule:
     kwargs = {"batch_size": 32, "seed": 0, "max_length": 64, **kwargs}
     return TabularTextDataModule.from_frame(
         frame, target="Recommended IND", categorical_cols=REVIEW_CAT if tabular else [],
         continuous_cols=REVIEW_CONT if tabular else [], text_cols=REVIEW_TEXT if text else [],
-        tokenizer=tokenizer, **kwargs)
+        text_model=text_model, **kwargs)
 
 
-def fusion_module(dm: TabularTextDataModule, tokenizer: str, *, tabular: bool = True, text: bool = True,
-                  fusion=None, module_class=MultimodalModule, **kwargs) -> MultimodalModule:
+def fusion_module(dm: TabularTextDataModule, *, tabular: bool = True, text: bool = True, fusion=None,
+                  **kwargs) -> MultimodalModule:
+    """A fusion (or one-branch) model over `dm`; the text branch is the data's own text model."""
     from mmtab import ConcatFusion, TextEncoder
 
-    model = FusionModel(n_outputs=dm.n_outputs,
-                        tabular=TabularMLP(**dm.tabular_dims, layers=[16]) if tabular else None,
-                        text=TextEncoder(pretrained=tokenizer) if text else None,
-                        fusion=fusion or ConcatFusion, head_layers=[16])
-    return module_class(model, task=dm.fitted_task, **{"lr": 3e-3, **kwargs})
+    net = FusionModel(n_outputs=dm.n_outputs,
+                      tabular=TabularMLP(**dm.tabular_dims, layers=[16]) if tabular else None,
+                      text=TextEncoder(pretrained=dm.text_model) if text else None,
+                      fusion=fusion or ConcatFusion, head_layers=[16])
+    return MultimodalModule(net, task=dm.fitted_task, **{"lr": 3e-3, **kwargs})

@@ -14,13 +14,13 @@ ON_GPU = pytest.param("gpu", marks=[pytest.mark.gpu,
 @pytest.mark.parametrize("accelerator", ["cpu", ON_GPU])
 def test_fusion_fits_in_bf16_mixed_with_a_frozen_text_branch(accelerator, tiny_bert, reviews_sample):
     dm = reviews_datamodule(reviews_sample, tiny_bert)
-    module = fusion_module(dm, tiny_bert, branches={"text": {"frozen": True, "lr": 1e-4}})
-    before = {k: v.clone() for k, v in module.model.text.state_dict().items()}
+    module = fusion_module(dm, parts={"text": {"frozen": True, "lr": 1e-4}})
+    before = {k: v.clone() for k, v in module.net.text.state_dict().items()}
     trainer = quiet_trainer(accelerator=accelerator, precision="bf16-mixed", max_epochs=1,
                             limit_train_batches=20, limit_val_batches=2)
     trainer.fit(module, dm)
     assert module.device.type == ("cuda" if accelerator == "gpu" else "cpu")
-    after = {k: v.cpu() for k, v in module.model.text.state_dict().items()}
+    after = {k: v.cpu() for k, v in module.net.text.state_dict().items()}
     assert all(torch.equal(v, after[k]) for k, v in before.items())
     assert torch.isfinite(trainer.callback_metrics["val_loss"])
     groups = trainer.optimizers[0].param_groups

@@ -40,7 +40,7 @@ def trained(tmp_path_factory, adult_sample) -> dict[str, Path]:
 
 def test_fit_writes_a_checkpoint_with_its_preprocessing(trained):
     module, pre = load_checkpoint(trained["ckpt"])
-    assert isinstance(module, MultimodalModule) and pre.task == "binary" and pre.classes == ["<=50K", ">50K"]
+    assert isinstance(module, MultimodalModule) and pre.task.name == "binary" and pre.classes == ["<=50K", ">50K"]
     assert (trained["ckpt"].parent.parent / "config.yaml").exists()
 
 

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from mmtab import ColumnSpec, DataValidationError
-from mmtab.data.columns import infer_task
+from mmtab.tasks import infer_task
 
 
 def problems_of(spec: ColumnSpec, df: pd.DataFrame, **kwargs) -> str:

@@ -7,7 +7,7 @@ from mmtab import DataValidationError, TabularTextDataModule
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import UNKNOWN
 
-from .conftest import adult_datamodule, quiet_trainer, tabular_module
+from .conftest import adult_datamodule, quiet_trainer, reviews_datamodule, tabular_module
 
 
 def test_stratified_split_is_disjoint_seeded_and_keeps_the_class_ratio(adult_sample):
@@ -86,3 +86,26 @@ def test_state_dict_restores_the_fitted_preprocessor(adult_sample):
     assert other.preprocessor.means == dm.preprocessor.means
     frame = pd.DataFrame(adult_sample.iloc[:5])
     assert torch.equal(other.preprocessor.transform(frame)["cont"], dm.preprocessor.transform(frame)["cont"])
+
+
+@pytest.mark.parametrize("options", [{"valid_pct": 0.1, "split_col": "part"},
+                                     {"split_col": "part", "valid_path": "v.csv"},
+                                     {"valid_pct": 0.1, "split_col": "part", "valid_path": "v.csv"}])
+def test_conflicting_split_options_are_an_error_that_names_them(options, adult_sample):
+    with pytest.raises(ValueError, match="each choose the validation rows: keep one") as error:
+        adult_datamodule(adult_sample, **options)
+    assert all(f"data.{name}" in str(error.value) for name in options)
+
+
+def test_a_python_text_branch_that_differs_from_the_data_s_text_model_stops_fit(tiny_bert, reviews_sample, tmp_path):
+    from transformers import AutoTokenizer
+
+    from mmtab import FusionModel, MultimodalModule, TextEncoder
+
+    other = tmp_path / "other_model"
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(other)
+    __import__("transformers").AutoModel.from_pretrained(tiny_bert).save_pretrained(other)
+    dm = reviews_datamodule(reviews_sample, tiny_bert, tabular=False)
+    net = FusionModel(n_outputs=dm.n_outputs, text=TextEncoder(pretrained=str(other)))
+    with pytest.raises(ValueError, match="name one text model for both"):
+        quiet_trainer(max_steps=1).fit(MultimodalModule(net, task=dm.fitted_task), dm)

@@ -36,7 +36,7 @@ def test_one_branch_gets_no_normalization_so_tabular_only_stays_fastai():
 @pytest.mark.parametrize("fusion", FUSIONS, ids=lambda f: f.__name__)
 def test_every_trainable_parameter_gets_a_gradient(fusion, tiny_bert, reviews_sample):
     dm = reviews_datamodule(reviews_sample, tiny_bert)
-    module = fusion_module(dm, tiny_bert, fusion=fusion)
+    module = fusion_module(dm, fusion=fusion)
     module.train()
     batch = next(iter(dm.train_dataloader()))
     batch["has_text"][0] = False  # the no-text vector is used, and so trained
@@ -52,7 +52,7 @@ def test_either_branch_alone_is_a_model(tiny_bert, reviews_sample):
     dm = reviews_datamodule(reviews_sample, tiny_bert)
     batch = next(iter(dm.val_dataloader()))
     for tabular, text in [(True, False), (False, True), (True, True)]:
-        module = fusion_module(dm, tiny_bert, tabular=tabular, text=text).eval()
+        module = fusion_module(dm, tabular=tabular, text=text).eval()
         assert module(batch).shape == (len(batch["target"]), 2)
     with pytest.raises(ValueError, match="at least one branch"):
         FusionModel(n_outputs=2)
@@ -69,7 +69,7 @@ def test_predictions_from_saved_preprocessing_match_the_training_pipeline(tiny_b
     from mmtab import TabularPreprocessor, predict_frame
 
     dm = reviews_datamodule(reviews_sample, tiny_bert)
-    module = fusion_module(dm, tiny_bert).eval()
+    module = fusion_module(dm).eval()
     restored = TabularPreprocessor.from_state_dict(dm.preprocessor.state_dict())  # what a checkpoint holds
     valid = dm.frames["valid"]
     table = predict_frame(module, restored, valid, batch_size=64)

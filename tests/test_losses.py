@@ -1,7 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from mmtab.training.losses import loss_weights, per_sample_loss, weighted_mean
+from mmtab.tasks import get_task
+from mmtab.training.losses import loss_weights, weighted_mean
 
 from .conftest import adult_datamodule, tabular_module
 
@@ -44,7 +45,7 @@ def test_zero_weight_rows_have_no_effect(adult_sample):
 def test_class_weights_equal_pytorch_weighted_cross_entropy():
     logits, target = torch.randn(50, 3), torch.randint(0, 3, (50,))
     cw = torch.tensor([0.5, 2.0, 1.0])
-    ours = weighted_mean(per_sample_loss(logits, target, "multiclass"), loss_weights(target, None, cw))
+    ours = weighted_mean(get_task("multiclass").loss(logits, target), loss_weights(target, None, cw))
     torch.testing.assert_close(ours, F.cross_entropy(logits, target, weight=cw))
 
 
@@ -52,4 +53,4 @@ def test_exact_weighted_mean_and_an_all_zero_batch():
     losses, w = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 0.0, 3.0])
     assert weighted_mean(losses, w).item() == (1 * 1 + 3 * 4) / 4
     assert weighted_mean(losses, torch.zeros(3)).item() == 0.0
-    assert per_sample_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([2.0, 2.0]), "regression").tolist() == [1, 1]
+    assert get_task("regression").loss(torch.tensor([[1.0], [3.0]]), torch.tensor([2.0, 2.0])).tolist() == [1, 1]

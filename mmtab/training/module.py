@@ -1,4 +1,4 @@
-"""`MultimodalModule`: trains a `FusionModel` with a weighted loss, per-branch param groups and one-cycle.
+"""`MultimodalModule`: trains a `FusionModel` with a weighted loss, per-part param groups and one-cycle.
 
 One ``_step`` serves fit, validate and test. The optimizer's groups are derived from the live model
 in ``configure_optimizers`` and checked again at fit start; the table of groups is printed then.
@@ -11,16 +11,15 @@ from collections.abc import Mapping
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from mmtab.data.columns import Task
 from mmtab.models.fusion_model import FusionModel
-from mmtab.training.losses import loss_weights, per_sample_loss, weighted_mean
-from mmtab.training.metrics import build_metrics, metric_inputs
-from mmtab.training.param_groups import BranchHparams, build_param_groups, check_optimizer, format_param_groups
+from mmtab.pretrained import resolve_pretrained
+from mmtab.tasks import TaskName, get_task
+from mmtab.training.losses import loss_weights, weighted_mean
+from mmtab.training.param_groups import PartHparams, build_param_groups, check_optimizer, format_param_groups
 from mmtab.training.schedule import OneCycle
 
 
@@ -28,58 +27,55 @@ class MultimodalModule(pl.LightningModule):
     """A `FusionModel` and how it trains.
 
     Args:
-        model: the model, built (its branches are the param groups).
+        net: the model, built (its parts are the param groups).
         task: binary, multiclass or regression (the CLI links it from the data).
-        lr: peak learning rate of every branch without its own ``lr``.
-        weight_decay: decoupled weight decay of every branch without its own.
-        branches: per-branch ``lr``, ``weight_decay`` and ``frozen``, by branch name
+        lr: peak learning rate of every part without its own ``lr``.
+        weight_decay: decoupled weight decay of every part without its own.
+        parts: per-part ``lr``, ``weight_decay`` and ``frozen``, by part name
             (``tabular``, ``text``, ``fusion``, ``head``).
         optimizer: builds the optimizer from the param groups (AdamW unless configured).
         scheduler: the learning-rate schedule, stepped every batch; ``null`` for a constant rate.
         class_weights: one weight per class (in the order of the fitted classes), multiplied into
             each row's weight in the loss.
-        init_from: a checkpoint (of a `TextModule`, or any module with a text branch) whose text
-            branch weights start this model's text branch; applied when fitting starts, before a
-            resumed run restores its own weights. Missing or unexpected keys are an error.
+        init_from: a checkpoint of any module with a text branch (a text-only model fine-tuned on
+            the target, say) whose text branch weights start this model's text branch; applied when
+            fitting starts, before a resumed run restores its own weights. Missing or unexpected keys
+            are an error.
     """
 
     def __init__(
         self,
-        model: FusionModel,
-        task: Task,
+        net: FusionModel,
+        task: TaskName,
         *,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
-        branches: dict[str, BranchHparams] | None = None,
+        parts: dict[str, PartHparams] | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: OneCycle | None = OneCycle(),  # noqa: B008 -- a frozen-in-place default, never mutated
         class_weights: list[float] | None = None,
         init_from: str | None = None,
     ) -> None:
         super().__init__()
-        # Under the CLI the hyperparameters are the raw config (the model's included), which is what
-        # lets `load_from_checkpoint` rebuild everything in a fresh process. Objects built in Python
-        # (the model, an optimizer factory, dataclasses) are not saved as hyperparameters, so every
-        # checkpoint stays loadable with `torch.load(weights_only=True)`.
-        from_cli = _given_hyperparameters.get() is not None
-        self.save_hyperparameters(ignore=None if from_cli else ["model", "optimizer", "scheduler", "branches"])
-        self.model = model
-        self.task = task
+        # NOTE: no `save_hyperparameters`: the model is an object, not a config. `mmtab fit` stores the
+        # config that built it in every checkpoint and `mmtab.load_checkpoint` rebuilds from that,
+        # so checkpoints stay loadable with `torch.load(weights_only=True)`.
+        self.net = net
+        self.task = get_task(task)
         self.lr, self.weight_decay = lr, weight_decay
-        self.branches = {k: v if isinstance(v, BranchHparams) else BranchHparams(**v)
-                         for k, v in (branches or {}).items()}
+        self.parts = {k: v if isinstance(v, PartHparams) else PartHparams(**v) for k, v in (parts or {}).items()}
         self.optimizer_factory = optimizer
         self.scheduler = scheduler
-        n_outputs = model.head.out.out_features
-        if class_weights is not None and (task == "regression" or len(class_weights) != n_outputs):
+        n_outputs = net.head.out.out_features
+        if class_weights is not None and (not self.task.classification or len(class_weights) != n_outputs):
             raise ValueError(f"class_weights has {len(class_weights)} values; the model has {n_outputs} "
                              f"outputs for a {task} task: give one weight per class, or none")
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights))
-        for name, hp in self.branches.items():
+        for name, hp in self.parts.items():
             if hp.frozen:
-                model.freeze(name)
-        self.val_metrics = build_metrics(task, n_outputs).clone(prefix="val_")
-        self.test_metrics = build_metrics(task, n_outputs).clone(prefix="test_")
+                net.freeze(name)
+        self.val_metrics = self.task.metrics(n_outputs).clone(prefix="val_")
+        self.test_metrics = self.task.metrics(n_outputs).clone(prefix="test_")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.init_from = init_from
 
@@ -87,15 +83,15 @@ class MultimodalModule(pl.LightningModule):
         # `setup` runs before Lightning restores a checkpoint (`ckpt_path`), so a resumed run keeps its
         # own weights; `load_from_checkpoint` never calls it, so the donor file is not needed later.
         if stage == "fit" and self.init_from:
-            load_text_branch(self.model, self.init_from)
+            load_text_branch(self.net, self.init_from)
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        return self.model(batch)
+        return self.net(batch)
 
     def per_sample_losses(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
         """(outputs, per-row losses, per-row loss weights) for a labelled batch."""
-        output = self.model(batch)
-        losses = per_sample_loss(output, batch["target"], self.task)
+        output = self.net(batch)
+        losses = self.task.loss(output, batch["target"])
         return output, losses, loss_weights(batch["target"], batch.get("weight"), self.class_weights)
 
     def _step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor:
@@ -109,7 +105,7 @@ class MultimodalModule(pl.LightningModule):
         metrics, mean_loss = (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics,
                                                                                       self.test_loss)
         mean_loss.update(losses.detach(), 1.0 if weights is None else weights)  # exact sum(w*l)/sum(w)
-        metrics.update(metric_inputs(output.detach(), self.task), batch["target"])
+        metrics.update(self.task.metric_inputs(output.detach()), batch["target"])
         self.log(f"{stage}_loss", mean_loss, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
         return loss
@@ -124,16 +120,15 @@ class MultimodalModule(pl.LightningModule):
         return self._step(batch, "test")
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        output = self.model(batch)
-        out = {"output": metric_inputs(output, self.task) if self.task == "regression"
-               else torch.softmax(output.float(), dim=1)}
+        output = self.net(batch)
+        out = {"output": self.task.activate(output)}
         if "target" in batch:
-            out["loss"] = per_sample_loss(output.float(), batch["target"], self.task)
+            out["loss"] = self.task.loss(output.float(), batch["target"])
         return out
 
     # -------------------------------------------------------------------------------- optimizer
     def configure_optimizers(self):  # type: ignore[override]
-        groups = build_param_groups(self.model, self.branches, lr=self.lr, weight_decay=self.weight_decay)
+        groups = build_param_groups(self.net, self.parts, lr=self.lr, weight_decay=self.weight_decay)
         optimizer = self.optimizer_factory(groups)
         if self.scheduler is None:
             return optimizer
@@ -148,37 +143,36 @@ class MultimodalModule(pl.LightningModule):
         rank_zero_info(f"epoch {self.current_epoch}: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
 
     def on_fit_start(self) -> None:
+        check_text_model(self.net, getattr(self.trainer, "datamodule", None))
         for optimizer in self.trainer.optimizers:
-            check_optimizer(self.model, optimizer)
-            rank_zero_info("mmtab param groups (peak lr per branch):\n" + format_param_groups(optimizer))
+            check_optimizer(self.net, optimizer)
+            rank_zero_info("mmtab param groups (peak lr per part):\n" + format_param_groups(optimizer))
 
 
-def load_text_branch(model: FusionModel, checkpoint: str) -> None:
-    """Copy the text branch of a checkpoint into `model.text`, naming any key that does not match."""
-    if model.text is None:
+def check_text_model(net: FusionModel, datamodule: object) -> None:
+    """The text branch and the data's tokenizer must be the same model (the CLI links them; Python
+    code names both, so this catches a mismatch before the first step)."""
+    data_model = getattr(datamodule, "text_model", None)
+    if net.text is None or data_model is None:
+        return
+    if resolve_pretrained(net.text.pretrained) != resolve_pretrained(data_model):
+        raise ValueError(f"the text branch is {net.text.pretrained!r} but the data is tokenised for {data_model!r}: "
+                         "name one text model for both (data.text_model under the CLI)")
+
+
+def load_text_branch(net: FusionModel, checkpoint: str) -> None:
+    """Copy the text branch of a checkpoint into `net.text`, naming any key that does not match."""
+    if net.text is None:
         raise ValueError(f"init_from={checkpoint!r}: this model has no text branch to start from it")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
-    prefix = "model.text."
+    prefix = "net.text."
     text_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not text_state:
         raise ValueError(f"init_from={checkpoint!r} has no text branch weights (no '{prefix}*' keys)")
-    result = model.text.load_state_dict(text_state, strict=False)
+    result = net.text.load_state_dict(text_state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"init_from={checkpoint!r} does not fit this text branch: missing keys "
                          f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}")
     rank_zero_info(f"text branch started from {checkpoint} ({len(text_state)} tensors)")
 
-
-class TextModule(MultimodalModule):
-    """The text branch and a head alone: step one of text-then-fusion.
-
-    Fine-tune the encoder on the target with ``mmtab fit --config configs/reviews_text.yaml``, then
-    start a fusion model from the checkpoint (``init_from``). The same arguments as
-    `MultimodalModule`; the model must have a text branch and no tabular one.
-    """
-
-    def __init__(self, model: FusionModel, task: Task, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        if model.text is None or model.tabular is not None:
-            raise ValueError("TextModule trains a text branch alone: give FusionModel(text=...) without tabular=")
-        super().__init__(model, task, **kwargs)

@@ -1,9 +1,9 @@
-"""One optimizer param group per branch, derived from the live model and checked.
+"""One optimizer param group per part of the model, derived from the live model and checked.
 
-Groups are built when the optimizer is built, by walking the model's top-level children, so a
-replaced branch is always the one being trained. Every parameter, frozen ones included, lands in
-exactly one group: freezing flips ``requires_grad`` and the optimizer skips parameters without a
-gradient, so unfreezing needs no new group.
+Groups are built when the optimizer is built, by walking the model's top-level children (its parts:
+``tabular``, ``text``, ``fusion``, ``head``), so a replaced part is always the one being trained.
+Every parameter, frozen ones included, lands in exactly one group: freezing flips ``requires_grad``
+and the optimizer skips parameters without a gradient, so unfreezing needs no new group.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from torch.optim import Optimizer
 
 
 @dataclass
-class BranchHparams:
-    """How one branch trains.
+class PartHparams:
+    """How one part of the model trains.
 
     Args:
-        lr: peak learning rate of the branch's group (default: the module's ``lr``).
+        lr: peak learning rate of the part's group (default: the module's ``lr``).
         weight_decay: decoupled weight decay of the group (default: the module's ``weight_decay``).
         frozen: start frozen: no gradients, eval mode (BatchNorm statistics and dropout fixed).
     """
@@ -35,20 +35,20 @@ class ParamGroupError(ValueError):
     pass
 
 
-def build_param_groups(model: nn.Module, branches: Mapping[str, BranchHparams], *, lr: float,
+def build_param_groups(model: nn.Module, parts: Mapping[str, PartHparams], *, lr: float,
                        weight_decay: float) -> list[dict[str, Any]]:
-    """``[{"name": branch, "params": [...], "lr": ..., "weight_decay": ...}, ...]`` for every child with
-    parameters. Raises if `branches` names a child the model lacks, or if a parameter is left out."""
+    """``[{"name": part, "params": [...], "lr": ..., "weight_decay": ...}, ...]`` for every child with
+    parameters. Raises if `parts` names a child the model lacks, or if a parameter is left out."""
     children = dict(model.named_children())
-    unknown = sorted(set(branches) - set(children))
+    unknown = sorted(set(parts) - set(children))
     if unknown:
-        raise ParamGroupError(f"branches {unknown} are not in the model; its branches are {sorted(children)}")
+        raise ParamGroupError(f"parts {unknown} are not in the model; its parts are {sorted(children)}")
     groups = []
     for name, child in children.items():
         params = list(child.parameters())
         if not params:
             continue
-        hp = branches.get(name, BranchHparams())
+        hp = parts.get(name, PartHparams())
         groups.append({"name": name, "params": params,
                        "lr": lr if hp.lr is None else hp.lr,
                        "weight_decay": weight_decay if hp.weight_decay is None else hp.weight_decay})
@@ -72,7 +72,7 @@ def check_partition(model: nn.Module, groups: list[dict[str, Any]]) -> None:
     if doubles:
         problems.append(f"parameters in more than one group: {doubles[:10]}")
     if stale:
-        problems.append(f"{stale} optimizer parameters are not in the model (a branch was replaced after "
+        problems.append(f"{stale} optimizer parameters are not in the model (a part was replaced after "
                         "the optimizer was built: build it again)")
     if problems:
         raise ParamGroupError("param groups do not partition the model: " + "; ".join(problems))
@@ -83,7 +83,7 @@ def check_optimizer(model: nn.Module, optimizer: Optimizer) -> None:
 
 
 def format_param_groups(optimizer: Optimizer) -> str:
-    """A table of the optimizer's groups as they are now: what each branch trains with."""
+    """A table of the optimizer's groups as they are now: what each part trains with."""
     rows = [("group", "tensors", "params", "trainable", "lr", "weight_decay")]
     for g in optimizer.param_groups:
         n = sum(p.numel() for p in g["params"])

@@ -1,9 +1,7 @@
-"""Text-then-fusion: fine-tune the text branch alone (TextModule), then start a fusion model from it."""
+"""Text-then-fusion: fine-tune a text-only model, then start a fusion model's text branch from it (init_from)."""
 
 import pytest
 import torch
-
-from mmtab import TextModule
 
 from .conftest import fusion_module, quiet_trainer, reviews_datamodule
 
@@ -11,7 +9,7 @@ from .conftest import fusion_module, quiet_trainer, reviews_datamodule
 @pytest.fixture(scope="module")
 def text_checkpoint(tmp_path_factory, tiny_bert, reviews_sample):
     dm = reviews_datamodule(reviews_sample, tiny_bert, tabular=False)
-    module = fusion_module(dm, tiny_bert, tabular=False, module_class=TextModule, lr=1e-3)
+    module = fusion_module(dm, tabular=False, lr=1e-3)
     trainer = quiet_trainer(max_steps=6, limit_val_batches=1)
     trainer.fit(module, dm)
     path = tmp_path_factory.mktemp("text") / "text.ckpt"
@@ -19,22 +17,14 @@ def text_checkpoint(tmp_path_factory, tiny_bert, reviews_sample):
     return path, module
 
 
-def test_text_module_trains_the_text_branch_alone(text_checkpoint, tiny_bert, reviews_sample):
-    _, module = text_checkpoint
-    assert module.model.tabular is None
-    dm = reviews_datamodule(reviews_sample, tiny_bert)
-    with pytest.raises(ValueError, match="TextModule trains a text branch alone"):
-        fusion_module(dm, tiny_bert, module_class=TextModule)
-
-
-def test_a_text_module_checkpoint_starts_the_fusion_text_branch(text_checkpoint, tiny_bert, reviews_sample):
+def test_a_text_only_checkpoint_starts_the_fusion_text_branch(text_checkpoint, tiny_bert, reviews_sample):
     path, text_module = text_checkpoint
     dm = reviews_datamodule(reviews_sample, tiny_bert)
-    fusion = fusion_module(dm, tiny_bert, init_from=str(path))
-    donor = text_module.model.text.state_dict()
-    assert not all(torch.equal(v, fusion.model.text.state_dict()[k]) for k, v in donor.items())  # not yet
+    fusion = fusion_module(dm, init_from=str(path))
+    donor = text_module.net.text.state_dict()
+    assert not all(torch.equal(v, fusion.net.text.state_dict()[k]) for k, v in donor.items())  # not yet
     fusion.setup("fit")  # what Trainer.fit calls before any step (and before a resume restores weights)
-    loaded = fusion.model.text.state_dict()
+    loaded = fusion.net.text.state_dict()
     assert donor.keys() == loaded.keys()
     assert all(torch.equal(v, loaded[k]) for k, v in donor.items())
 
@@ -48,7 +38,7 @@ def test_a_checkpoint_that_does_not_fit_names_the_keys(text_checkpoint, tiny_ber
     torch.save(ckpt, bad)
     dm = reviews_datamodule(reviews_sample, tiny_bert)
     with pytest.raises(ValueError, match=r"missing keys \['encoder.pooler.dense.weight'"):
-        fusion_module(dm, tiny_bert, init_from=str(bad)).setup("fit")
-    no_text = fusion_module(dm, tiny_bert, text=False, init_from=str(path))
+        fusion_module(dm, init_from=str(bad)).setup("fit")
+    no_text = fusion_module(dm, text=False, init_from=str(path))
     with pytest.raises(ValueError, match="has no text branch"):
         no_text.setup("fit")

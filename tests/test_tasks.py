@@ -1,0 +1,54 @@
+"""A task is one object: its loss, metrics, activation and prediction columns; nothing else in mmtab
+compares task names."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmtab.tasks import TASKS, get_task, infer_task
+
+from .conftest import ROOT
+
+
+def test_no_task_switch_outside_the_task_objects():
+    comparison = r"task(\.name)?\s*(==|!=|\bin\b|\bnot in\b)\s*[\"'(\[{]"
+    pattern = re.compile(comparison + r"|[\"'](binary|multiclass|regression)[\"']")
+    hits = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+            for path in sorted((ROOT / "mmtab").rglob("*.py")) if path.name != "tasks.py"
+            for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, "task names compared outside mmtab/tasks.py:\n" + "\n".join(hits)
+
+
+def test_classification_tasks():
+    logits, target = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    binary = get_task("binary")
+    torch.testing.assert_close(binary.loss(logits, target), F.cross_entropy(logits, target, reduction="none"))
+    torch.testing.assert_close(binary.metric_inputs(logits), torch.softmax(logits, 1)[:, 1])
+    columns = binary.prediction_columns(binary.activate(logits).numpy(), ["no", "yes"])
+    assert list(columns) == ["prediction", "prob_no", "prob_yes"] and list(columns["prediction"]) == ["no", "yes"]
+    assert set(binary.metrics(2).keys()) == {"accuracy", "auroc", "f1"}
+    assert binary.class_problems(["a", "b", "c"], "y") and not binary.class_problems(["a", "b"], "y")
+    assert get_task("multiclass").class_problems(["a"], "y")
+    codes, problems = binary.encode_target(pd.Series(["yes", "maybe"], name="y"), ["no", "yes"])
+    assert codes[0] == 1 and "'maybe'" in problems[0] and "'y'" in problems[0]
+
+
+def test_regression_task():
+    task = get_task("regression")
+    out = torch.tensor([[1.0], [3.0]])
+    assert task.n_outputs(n_classes=0) == 1 and task.loss(out, torch.tensor([2.0, 2.0])).tolist() == [1, 1]
+    assert task.prediction_columns(task.activate(out).numpy(), []) == {"prediction": pytest.approx(np.array([1, 3]))}
+    assert set(task.metrics(1).keys()) == {"mae", "rmse", "r2"}
+    values, problems = task.encode_target(pd.Series([1.5, "high"], name="price"), [])
+    assert values[0] == 1.5 and "'high'" in problems[0]
+
+
+def test_every_task_name_round_trips_and_unknown_names_are_refused():
+    assert all(get_task(name).name == name for name in TASKS)
+    with pytest.raises(ValueError, match="unknown task 'ordinal'"):
+        get_task("ordinal")
+    assert infer_task(pd.Series([0.5, 1.25, 3.0])) == "regression"
