@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 _WHERE = {
     "ColumnSpec": "mmtab.data.columns",
-    "DataValidationError": "mmtab.data.columns",
+    "ConfigError": "mmtab.errors",
+    "DataValidationError": "mmtab.errors",
+    "MmtabError": "mmtab.errors",
+    "NonFiniteLossError": "mmtab.errors",
     "TabularTextDataModule": "mmtab.data.datamodule",
     "TabularPreprocessor": "mmtab.data.preprocessing",
     "TextTokenizer": "mmtab.data.tokenization",
@@ -44,11 +47,14 @@ __all__ = [
     "ClsPooling",
     "ColumnSpec",
     "ConcatFusion",
+    "ConfigError",
     "DataValidationError",
     "FusionModel",
     "GatedFusion",
     "MeanPooling",
+    "MmtabError",
     "MultimodalModule",
+    "NonFiniteLossError",
     "OneCycle",
     "PartHparams",
     "PredictionWriter",
@@ -82,10 +88,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
-    from mmtab.data.columns import ColumnSpec, DataValidationError
+    from mmtab.data.columns import ColumnSpec
     from mmtab.data.datamodule import TabularTextDataModule
     from mmtab.data.preprocessing import TabularPreprocessor
     from mmtab.data.tokenization import TextTokenizer
+    from mmtab.errors import ConfigError, DataValidationError, MmtabError, NonFiniteLossError
     from mmtab.models import (
         AttentionFusion,
         ClsPooling,

@@ -12,6 +12,10 @@ linked values included, in every checkpoint, and `mmtab.predict.load_checkpoint`
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +24,7 @@ import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from mmtab.data.datamodule import TabularTextDataModule
+from mmtab.errors import ConfigError, MmtabError
 from mmtab.predict import MODEL_CONFIG_KEY, PredictionWriter
 from mmtab.training.module import MultimodalModule
 
@@ -84,7 +89,7 @@ class MmtabCLI(LightningCLI):
         given = [(source, target) for source, target, _ in LINKS
                  if config.get(f"model.init_args.{_init_args_path(target)}") is not None]
         if given:
-            raise ValueError("; ".join(f"model.{target} is decided by the data (data.{source}): remove it from the "
+            raise ConfigError("; ".join(f"model.{target} is decided by the data (data.{source}): remove it from the "
                                        "config" for source, target in given))
 
     def after_instantiate_classes(self) -> None:
@@ -95,10 +100,43 @@ class MmtabCLI(LightningCLI):
         self.trainer.callbacks.append(ModelConfigInCheckpoint(model))
 
 
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_third_party_output() -> None:
+    """What `mmtab` prints is what the user needs: the groups table, the preprocessing summary, one line
+    per epoch. Set by the command line only, never at import."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())  # advertising
+    # mmtab keeps frozen parts in eval mode on purpose (see FusionModel.freeze)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars each time an encoder loads
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
 def main(args: list[str] | None = None) -> None:
-    """The ``mmtab`` console script (returns nothing: a console script's return value is its exit code)."""
-    MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True,
-             save_config_kwargs={"overwrite": False}, args=args)
+    """The ``mmtab`` console script (returns nothing: a console script's return value is its exit code).
+
+    A user's mistake (`MmtabError`) ends as its message alone and exit code 2; ``MMTAB_DEBUG=1`` shows
+    the traceback as well.
+    """
+    quiet_third_party_output()
+    try:
+        MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True,
+                 save_config_kwargs={"overwrite": False}, args=args)
+    except MmtabError as error:
+        if os.environ.get("MMTAB_DEBUG"):
+            raise
+        sys.stderr.write(f"mmtab: error: {error}\n")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import TabularPreprocessor
+from mmtab.errors import ConfigError
 
 MODEL_CONFIG_KEY = "mmtab_model_config"  # where `mmtab fit` stores the config that built the model
 
@@ -36,7 +37,7 @@ def prediction_table(outputs: list[dict[str, torch.Tensor]], preprocessor: Tabul
 def top_losses(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     """The `n` rows the model gets most wrong (needs a table predicted on labelled rows)."""
     if "loss" not in table.columns:
-        raise ValueError("no 'loss' column: predict on rows that have the target column to get per-row losses")
+        raise ConfigError("no 'loss' column: predict on rows that have the target column to get per-row losses")
     return table.sort_values("loss", ascending=False).head(n)
 
 
@@ -69,7 +70,7 @@ def load_checkpoint(path: str | Path) -> tuple[pl.LightningModule, TabularPrepro
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = next((v for k, v in ckpt.items() if isinstance(v, dict) and "preprocessor" in v), None)
     if state is None or MODEL_CONFIG_KEY not in ckpt:
-        raise ValueError(f"{path}: no fitted preprocessor or model config in this checkpoint; it was not written "
+        raise ConfigError(f"{path}: no fitted preprocessor or model config in this checkpoint; it was not written "
                          "by `mmtab fit`. For a module built in Python, build it again and call load_state_dict.")
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(MultimodalModule, "module", fail_untyped=False)
@@ -91,9 +92,9 @@ def write_table(table: pd.DataFrame, path: str | Path, *, overwrite: bool = Fals
 
 def check_writable(path: Path, *, overwrite: bool) -> None:
     if path.suffix.lower() not in (".csv", ".parquet"):
-        raise ValueError(f"predictions output {str(path)!r}: use a .csv or .parquet file name")
+        raise ConfigError(f"predictions output {str(path)!r}: use a .csv or .parquet file name")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{str(path)!r} already exists; choose another --predictions.output, or pass "
+        raise ConfigError(f"{str(path)!r} already exists; choose another --predictions.output, or pass "
                               "--predictions.overwrite true to replace it")
 
 
@@ -115,7 +116,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.output is None and not self.top_losses:
-            raise ValueError("mmtab predict needs --predictions.output FILE (.csv or .parquet) "
+            raise ConfigError("mmtab predict needs --predictions.output FILE (.csv or .parquet) "
                              "and/or --predictions.top_losses N")
         if self.output is not None:  # fail before the work, not after it
             check_writable(Path(self.output), overwrite=self.overwrite)

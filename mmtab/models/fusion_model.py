@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmtab.errors import ConfigError
 from mmtab.models.blocks import MLP
 from mmtab.models.fusion import ConcatFusion
 from mmtab.models.tabular import TabularMLP
@@ -28,10 +29,10 @@ FusionFactory = Callable[[Mapping[str, int]], nn.Module]
 class Head(nn.Module):
     """Optional `LinBnDrop` blocks, then the output Linear."""
 
-    def __init__(self, in_features: int, n_outputs: int, *, layers: Sequence[int] = (), dropout: float = 0.0,
-                 y_range: tuple[float, float] | None = None) -> None:
+    def __init__(self, in_features: int, n_outputs: int, *, layers: Sequence[int], dropout: float,
+                 y_range: tuple[float, float] | None) -> None:
         super().__init__()
-        self.mlp = MLP(in_features, layers, dropout=dropout)
+        self.mlp = MLP(in_features, layers, dropout=dropout, bn=True)
         self.out = nn.Linear(self.mlp.out_features, n_outputs)
         self.y_range = y_range
 
@@ -66,7 +67,7 @@ class FusionModel(nn.Module):
                  y_range: tuple[float, float] | None = None) -> None:
         super().__init__()
         if tabular is None and text is None:
-            raise ValueError("FusionModel needs at least one branch: give tabular=, text= or both")
+            raise ConfigError("FusionModel needs at least one branch: give tabular=, text= or both")
         self.tabular = tabular
         self.text = text
         widths = {name: branch.out_features for name, branch in self.branches().items()}
@@ -124,7 +125,7 @@ class FusionModel(nn.Module):
     def _part(self, name: str) -> nn.Module:
         parts = self.parts()
         if name not in parts:
-            raise ValueError(f"no part {name!r} in this model; its parts are {sorted(parts)}")
+            raise ConfigError(f"no part {name!r} in this model; its parts are {sorted(parts)}")
         return parts[name]
 
     def get_extra_state(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmtab.errors import ConfigError
 from mmtab.models.blocks import MLP
 
 # Above this many codes in all, a (B, codes) one-hot matrix costs more than an embedding lookup.
@@ -47,9 +48,9 @@ class TabularMLP(nn.Module):
         cardinalities = list(cardinalities)
         sizes = list(embedding_sizes) if embedding_sizes is not None else [embedding_size(c) for c in cardinalities]
         if len(sizes) != len(cardinalities):
-            raise ValueError(f"embedding_sizes has {len(sizes)} values for {len(cardinalities)} categorical columns")
+            raise ConfigError(f"embedding_sizes has {len(sizes)} values for {len(cardinalities)} categorical columns")
         if not cardinalities and n_cont == 0:
-            raise ValueError("TabularMLP needs at least one categorical or continuous input")
+            raise ConfigError("TabularMLP needs at least one categorical or continuous input")
         self.embeddings = nn.ModuleList(nn.Embedding(c, s) for c, s in zip(cardinalities, sizes))
         for emb in self.embeddings:  # NOTE: fastai's init; PyTorch's N(0, 1) is far too wide for a sum of inputs
             nn.init.trunc_normal_(emb.weight, std=0.01, a=-0.02, b=0.02)

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from mmtab.errors import ConfigError
 from mmtab.models.fusion_model import FusionModel
 from mmtab.pretrained import resolve_pretrained
 from mmtab.tasks import TaskName, get_task
@@ -68,9 +69,13 @@ class MultimodalModule(pl.LightningModule):
         self.scheduler = scheduler
         n_outputs = net.head.out.out_features
         if class_weights is not None and (not self.task.classification or len(class_weights) != n_outputs):
-            raise ValueError(f"class_weights has {len(class_weights)} values; the model has {n_outputs} "
+            raise ConfigError(f"class_weights has {len(class_weights)} values; the model has {n_outputs} "
                              f"outputs for a {task} task: give one weight per class, or none")
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights))
+        unknown = sorted(set(self.parts) - set(net.parts()))
+        if unknown:
+            raise ConfigError(f"model.parts names {unknown}, which this model does not have; its parts are "
+                              f"{sorted(net.parts())}")
         for name, hp in self.parts.items():
             if hp.frozen:
                 net.freeze(name)
@@ -156,23 +161,23 @@ def check_text_model(net: FusionModel, datamodule: object) -> None:
     if net.text is None or data_model is None:
         return
     if resolve_pretrained(net.text.pretrained) != resolve_pretrained(data_model):
-        raise ValueError(f"the text branch is {net.text.pretrained!r} but the data is tokenised for {data_model!r}: "
+        raise ConfigError(f"the text branch is {net.text.pretrained!r} but the data is tokenised for {data_model!r}: "
                          "name one text model for both (data.text_model under the CLI)")
 
 
 def load_text_branch(net: FusionModel, checkpoint: str) -> None:
     """Copy the text branch of a checkpoint into `net.text`, naming any key that does not match."""
     if net.text is None:
-        raise ValueError(f"init_from={checkpoint!r}: this model has no text branch to start from it")
+        raise ConfigError(f"init_from={checkpoint!r}: this model has no text branch to start from it")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
     prefix = "net.text."
     text_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not text_state:
-        raise ValueError(f"init_from={checkpoint!r} has no text branch weights (no '{prefix}*' keys)")
+        raise ConfigError(f"init_from={checkpoint!r} has no text branch weights (no '{prefix}*' keys)")
     result = net.text.load_state_dict(text_state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"init_from={checkpoint!r} does not fit this text branch: missing keys "
+        raise ConfigError(f"init_from={checkpoint!r} does not fit this text branch: missing keys "
                          f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}")
     rank_zero_info(f"text branch started from {checkpoint} ({len(text_state)} tensors)")
 

@@ -15,6 +15,8 @@ from typing import Any
 from torch import nn
 from torch.optim import Optimizer
 
+from mmtab.errors import ConfigError
+
 
 @dataclass
 class PartHparams:
@@ -31,8 +33,8 @@ class PartHparams:
     frozen: bool = False
 
 
-class ParamGroupError(ValueError):
-    pass
+class ParamGroupError(ConfigError):
+    """Param groups that do not partition the model, or name parts it does not have."""
 
 
 def build_param_groups(model: nn.Module, parts: Mapping[str, PartHparams], *, lr: float,

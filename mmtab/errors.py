@@ -1,0 +1,28 @@
+"""The mistakes a user can make, as exceptions that carry a complete message.
+
+`mmtab` (the command line) prints such an error's message alone and exits with code 2, no
+traceback (``MMTAB_DEBUG=1`` shows it). Anything else is a bug in mmtab, and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MmtabError(Exception):
+    """A mistake in the user's data, config or files; the message says what and what to do."""
+
+
+class DataValidationError(MmtabError, ValueError):
+    """Every problem found in a table, one per line."""
+
+    def __init__(self, problems: list[str], where: str = "data") -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in {where}:\n{lines}")
+
+
+class ConfigError(MmtabError, ValueError):
+    """A setting, file or path that cannot work as given."""
+
+
+class NonFiniteLossError(MmtabError, RuntimeError):
+    """Training produced a NaN or infinite loss; the message names the step and the rows."""
