@@ -21,8 +21,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 import yaml
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from mmtab.artifacts import AtomicCheckpointIO
 from mmtab.data.datamodule import TabularTextDataModule
 from mmtab.errors import ConfigError, MmtabError
 from mmtab.predict import MODEL_CONFIG_KEY, PredictionWriter
@@ -73,9 +74,18 @@ class ModelConfigInCheckpoint(pl.Callback):
         checkpoint[MODEL_CONFIG_KEY] = self.config
 
 
+class SaveFitConfig(SaveConfigCallback):
+    """The run's config beside its logs, for `fit` only: `validate` and `predict` make no run folder."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
+
+
 class MmtabCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("load_from_checkpoint_support", False)
+        kwargs.setdefault("save_config_callback", SaveFitConfig)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -91,6 +101,8 @@ class MmtabCLI(LightningCLI):
         if given:
             raise ConfigError("; ".join(f"model.{target} is decided by the data (data.{source}): remove it from the "
                                        "config" for source, target in given))
+        if self.subcommand in ("validate", "test", "predict") and config.trainer.logger is None:
+            config.trainer.logger = False  # they report on the terminal (or write --predictions.output)
 
     def after_instantiate_classes(self) -> None:
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))
@@ -98,6 +110,7 @@ class MmtabCLI(LightningCLI):
             dumped = dumped[self.subcommand]
         model = model_config_with_links(dumped["model"], self.datamodule)
         self.trainer.callbacks.append(ModelConfigInCheckpoint(model))
+        self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 class _DropTips(logging.Filter):

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from mmtab.artifacts import write_atomically
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import TabularPreprocessor
 from mmtab.errors import ConfigError
@@ -82,12 +83,9 @@ def load_checkpoint(path: str | Path) -> tuple[pl.LightningModule, TabularPrepro
 def write_table(table: pd.DataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
     path = Path(path)
     check_writable(path, overwrite=overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".parquet":
-        table.to_parquet(path)
-    else:
-        table.to_csv(path, index=False)
-    return path
+        return write_atomically(path, table.to_parquet)
+    return write_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def check_writable(path: Path, *, overwrite: bool) -> None:

@@ -34,7 +34,9 @@ def trained(tmp_path_factory, adult_sample) -> dict[str, Path]:
     adult_sample.to_parquet(data)
     common = [f"--config={CONFIG}", f"--data.path={data}", f"--trainer.default_root_dir={tmp / 'runs'}"]
     mmtab("fit", *common, "--trainer.max_epochs=2", "--data.batch_size=256")
-    (ckpt,) = (tmp / "runs").rglob("*.ckpt")
+    checkpoints = sorted(p.name for p in (tmp / "runs").rglob("*.ckpt"))
+    assert len(checkpoints) == 2 and "last.ckpt" in checkpoints  # the shipped configs keep the last and the best
+    (ckpt,) = (tmp / "runs").rglob("last.ckpt")
     return {"tmp": tmp, "data": data, "ckpt": ckpt, "common": common}
 
 

@@ -9,12 +9,15 @@ Loaders are therefore built lazily, from whatever preprocessor is current when t
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
+import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from mmtab.data.columns import ColumnSpec, did_you_mean
 from mmtab.data.dataset import BatchLoader, TensorTable
@@ -24,6 +27,7 @@ from mmtab.errors import ConfigError, DataValidationError
 from mmtab.tasks import TaskName, get_task, infer_task
 
 DEFAULT_VALID_PCT = 0.2
+log = logging.getLogger("mmtab")
 _SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
 
 
@@ -206,7 +210,26 @@ class TabularTextDataModule(pl.LightningDataModule):
         problems = self._split_problems(frames)
         if problems:
             raise DataValidationError(problems, where)
+        for note in self._useless_columns(frames["train"]):
+            log.warning(f"mmtab: warning: {note}")
         return frames
+
+    def _useless_columns(self, train: pd.DataFrame) -> list[str]:
+        """Columns that cannot help the model: worth a word, not worth stopping for."""
+        notes = []
+        for col in self.spec.categorical:
+            if train[col].nunique(dropna=False) == 1:
+                notes.append(f"categorical column {col!r} has one value in every training row "
+                             f"({train[col].iloc[0]!r}): it cannot help the model")
+        for col in self.spec.continuous:
+            if pd.to_numeric(train[col]).nunique(dropna=False) == 1:
+                notes.append(f"continuous column {col!r} is constant in the training rows ({train[col].iloc[0]!r}): "
+                             "it cannot help the model")
+        for col in self.spec.text:
+            if not (train[col].notna() & train[col].astype(str).str.strip().ne("")).any():
+                notes.append(f"text column {col!r} is empty in every training row: the text branch learns only "
+                             "its 'no text' vector from it")
+        return notes
 
     def _split_problems(self, frames: dict[str, pd.DataFrame]) -> list[str]:
         problems = []
@@ -285,6 +308,10 @@ class TabularTextDataModule(pl.LightningDataModule):
     # ---------------------------------------------------------------------------------- loaders
     def setup(self, stage: str) -> None:
         self.frames  # read and validate before any training step  # noqa: B018
+        if stage == "fit":
+            rank_zero_info("mmtab preprocessing, fitted on the training rows:\n" + self.preprocessor.summary())
+        if stage == "predict":
+            self.split_frame("predict")  # read and check the file before predicting
         if stage == "test" and "test" not in self.frames:
             raise DataValidationError(["no test rows: set data.test_path, or a split_col with 'test' rows"],
                                       "the data config")
@@ -292,7 +319,12 @@ class TabularTextDataModule(pl.LightningDataModule):
     def table(self, split: str) -> TensorTable:
         """The split as model inputs, prepared once: tabular tensors and, with text columns, token ids."""
         if split not in self._tables:
-            self._tables[split] = TensorTable(self.preprocessor.transform(self.split_frame(split)))
+            frame = self.split_frame(split)
+            tensors = self.preprocessor.transform(frame)
+            # each row's label in its file (a CSV's data row number), so errors can name rows
+            tensors["row"] = torch.as_tensor(frame.index if pd.api.types.is_integer_dtype(frame.index)
+                                             else np.arange(len(frame)), dtype=torch.int64)
+            self._tables[split] = TensorTable(tensors)
         return self._tables[split]
 
     def split_frame(self, split: str) -> pd.DataFrame:
@@ -301,12 +333,18 @@ class TabularTextDataModule(pl.LightningDataModule):
             if self.predict_path is None:
                 return self.frames["valid"]
             if "predict" not in self.frames:
-                self.frames["predict"] = read_table(self.predict_path)
+                frame = read_table(self.predict_path)  # extra columns are carried through to the output
+                self.spec.validate(frame, where=f"predict file {self.predict_path!r}",
+                                   labelled=self.spec.target in frame.columns)
+                self.frames["predict"] = frame
         return self.frames[split]
 
     def train_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("train"), batch_size=self.batch_size, shuffle=True, drop_last=True,
-                           seed=self.seed, bucket=self.length_buckets)
+                           seed=self.seed, bucket=self.length_buckets, epoch=self._current_epoch)
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def val_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size, by_length=True)

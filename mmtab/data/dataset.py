@@ -6,7 +6,7 @@ collate function in the hot path (for tabular data those cost more than the mode
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 
@@ -33,16 +33,20 @@ class TensorTable:
 class BatchLoader:
     """An iterable of batches (dicts of tensors) over a `TensorTable`.
 
-    Lightning accepts any iterable with a length as a data loader; this one shuffles with its own
-    generator so that a seed fixes the order of every epoch. Token ids are trimmed to each batch's
-    longest row; with ``bucket=True`` (training on text) each batch is drawn from rows of similar
-    length, the batches then shuffled, so little compute goes to padding. ``by_length=True`` (for
-    evaluation, where order does not matter) serves the rows sorted by length.
+    Lightning accepts any iterable with a length as a data loader. The order of epoch ``e`` is a
+    function of ``(seed, e)`` alone, so a run resumed from a checkpoint shuffles its next epoch
+    exactly as the uninterrupted run did. `epoch` says which epoch is starting (the data module
+    passes its trainer's ``current_epoch``, which a checkpoint restores); without it each full pass
+    counts as one. Token ids are trimmed to each batch's longest row; with ``bucket=True`` (training
+    on text) each batch is drawn from rows of similar length, the batches then shuffled, so little
+    compute goes to padding. ``by_length=True`` (for evaluation, where order does not matter) serves
+    the rows sorted by length.
     """
 
     def __init__(self, table: TensorTable, *, batch_size: int, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, bucket: bool = False,
-                 bucket_batches: int = 50, by_length: bool = False) -> None:
+                 bucket_batches: int = 50, by_length: bool = False,
+                 epoch: Callable[[], int] | None = None) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.table = table
@@ -52,7 +56,9 @@ class BatchLoader:
         self.bucket = bucket and "lengths" in table.tensors
         self.bucket_batches = bucket_batches
         self.by_length = by_length and "lengths" in table.tensors
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.epoch = epoch
+        self._passes = 0
 
     def __len__(self) -> int:
         n, b = len(self.table), self.batch_size
@@ -64,15 +70,17 @@ class BatchLoader:
         if self.shuffle:
             # One gather per column per epoch, then every batch is a contiguous view: cheaper than a
             # gather per batch.
-            table = TensorTable(table[self._order()])
+            table = TensorTable(table[self._order(self.epoch() if self.epoch else self._passes)])
         elif self.by_length:
             table = TensorTable(table[torch.argsort(table.tensors["lengths"], stable=True)])
         for start in range(0, len(self) * b, b):
             yield trim_to_longest(table[slice(start, start + b)])
+        self._passes += 1
 
-    def _order(self) -> torch.Tensor:
+    def _order(self, epoch: int) -> torch.Tensor:
         n, b = len(self.table), self.batch_size
-        perm = torch.randperm(n, generator=self.generator)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        perm = torch.randperm(n, generator=generator)
         if not self.bucket:
             return perm
         lengths = self.table.tensors["lengths"][perm]
@@ -81,8 +89,13 @@ class BatchLoader:
                   for s in range(0, n, chunk)]
         order = torch.cat(pieces)
         full = n // b  # ... then shuffle the batches, keeping a short last batch last
-        shuffled = order[:full * b].view(full, b)[torch.randperm(full, generator=self.generator)].reshape(-1)
+        shuffled = order[:full * b].view(full, b)[torch.randperm(full, generator=generator)].reshape(-1)
         return torch.cat([shuffled, order[full * b:]])
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """One seed per (seed, epoch), the same in every process."""
+    return (seed * 1_000_003 + epoch) % (2**63)
 
 
 def trim_to_longest(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,7 +15,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from mmtab.errors import ConfigError
+from mmtab.data.dataset import epoch_seed
+from mmtab.errors import ConfigError, NonFiniteLossError
 from mmtab.models.fusion_model import FusionModel
 from mmtab.pretrained import resolve_pretrained
 from mmtab.tasks import TaskName, get_task
@@ -83,6 +84,7 @@ class MultimodalModule(pl.LightningModule):
         self.test_metrics = self.task.metrics(n_outputs).clone(prefix="test_")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.init_from = init_from
+        self._fit_seed = 0
 
     def setup(self, stage: str) -> None:
         # `setup` runs before Lightning restores a checkpoint (`ckpt_path`), so a resumed run keeps its
@@ -103,6 +105,8 @@ class MultimodalModule(pl.LightningModule):
         output, losses, weights = self.per_sample_losses(batch)
         loss = weighted_mean(losses, weights)
         if stage == "train":
+            if not torch.isfinite(loss):  # before backward: this step changes no weight
+                raise NonFiniteLossError(self._non_finite_message(loss, losses, batch))
             # Logged every few steps only: logging is a host sync, which costs more than a small step.
             if self.global_step % self.trainer.log_every_n_steps == 0:
                 self.log("train_loss", loss.detach(), on_step=True, on_epoch=False)
@@ -147,7 +151,30 @@ class MultimodalModule(pl.LightningModule):
         shown = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val_")}
         rank_zero_info(f"epoch {self.current_epoch}: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
 
+    def _non_finite_message(self, loss: Tensor, losses: Tensor, batch: Mapping[str, Tensor]) -> str:
+        rows = batch.get("row", torch.arange(len(losses), device=losses.device))
+        bad = ~torch.isfinite(losses.detach())
+        shown = (rows[bad] if bad.any() else rows)[:10].tolist()
+        which = ("rows whose loss is not finite" if bad.any()
+                 else "rows of the batch (each loss is finite; their sum is not)")
+        return (f"the training loss became {float(loss):g} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"{which}: {shown}. Training stopped before this step changed any weight, and no checkpoint was "
+                "written with it. Lower the learning rate (model.lr, model.parts.<part>.lr), or check those rows.")
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout (and anything else drawing from torch's RNG) in epoch e depends on (seed, e) alone, so a
+        # run resumed from a checkpoint trains its next epoch exactly as the uninterrupted run did.
+        torch.manual_seed(epoch_seed(self._fit_seed, self.current_epoch))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        bad = [name for name, p in self.net.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteLossError(f"weights are no longer finite at step {self.global_step} (epoch "
+                                     f"{self.current_epoch}): {bad[:5]}; no checkpoint was written with them. Lower "
+                                     "the learning rate (model.lr, model.parts.<part>.lr).")
+
     def on_fit_start(self) -> None:
+        self._fit_seed = torch.initial_seed()  # what seed_everything set; the base of every epoch's seed
         check_text_model(self.net, getattr(self.trainer, "datamodule", None))
         for optimizer in self.trainer.optimizers:
             check_optimizer(self.net, optimizer)
