@@ -1,3 +1,4 @@
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,3 +110,22 @@ def test_a_python_text_branch_that_differs_from_the_data_s_text_model_stops_fit(
     net = FusionModel(n_outputs=dm.n_outputs, text=TextEncoder(pretrained=str(other)))
     with pytest.raises(ValueError, match="name one text model for both"):
         quiet_trainer(max_steps=1).fit(MultimodalModule(net, task=dm.fitted_task), dm)
+
+
+class FirstRows(pl.Callback):
+    def __init__(self):
+        self.rows: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.rows.append(batch["row"][:8].tolist())
+
+
+def test_each_epoch_is_shuffled_anew_and_its_order_depends_on_seed_and_epoch_alone(adult_sample):
+    dm = adult_datamodule(adult_sample)
+    first = FirstRows()
+    quiet_trainer(max_epochs=3, limit_val_batches=0, callbacks=[first]).fit(tabular_module(dm), dm)
+    assert len({tuple(r) for r in first.rows}) == 3  # a new order every epoch
+    fresh = adult_datamodule(adult_sample).train_dataloader()  # e.g. a resumed process, at epoch 2
+    fresh.epoch = lambda: 2
+    assert next(iter(fresh))["row"][:8].tolist() == first.rows[2]

@@ -67,15 +67,16 @@ class BatchLoader:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         b = self.batch_size
         table = self.table
+        epoch = self.epoch() if self.epoch else self._passes
+        self._passes += 1  # counted when a pass starts: Lightning stops at len() without exhausting us
         if self.shuffle:
             # One gather per column per epoch, then every batch is a contiguous view: cheaper than a
             # gather per batch.
-            table = TensorTable(table[self._order(self.epoch() if self.epoch else self._passes)])
+            table = TensorTable(table[self._order(epoch)])
         elif self.by_length:
             table = TensorTable(table[torch.argsort(table.tensors["lengths"], stable=True)])
         for start in range(0, len(self) * b, b):
             yield trim_to_longest(table[slice(start, start + b)])
-        self._passes += 1
 
     def _order(self, epoch: int) -> torch.Tensor:
         n, b = len(self.table), self.batch_size

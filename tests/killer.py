@@ -1,0 +1,17 @@
+"""A callback the resume test adds to a real `mmtab fit` to kill its own process mid-epoch."""
+
+import os
+import signal
+
+import lightning.pytorch as pl
+
+
+class SigkillMidEpoch(pl.Callback):
+    """SIGKILL (no cleanup, no checkpoint, nothing flushed) at batch `batch` of epoch `epoch`."""
+
+    def __init__(self, epoch: int = 1, batch: int = 3) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)

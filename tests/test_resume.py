@@ -1,0 +1,50 @@
+"""A run killed at any point and resumed from its last checkpoint ends bit-identical to one that was
+never interrupted (CPU): weights, optimizer state and metrics."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from .conftest import ROOT
+
+CONFIG = str(ROOT / "configs" / "adult.yaml")
+
+
+def fit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmtab.cli", "fit", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def final_checkpoint(root) -> dict:
+    (path,) = sorted(root.rglob("last.ckpt"))[-1:]  # the newest version folder's
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_a_run_sigkilled_mid_epoch_and_resumed_ends_bit_identical(tmp_path, adult_sample):
+    data = tmp_path / "adult.parquet"
+    adult_sample.to_parquet(data)
+    common = [f"--config={CONFIG}", f"--data.path={data}", "--trainer.max_epochs=3", "--data.batch_size=256",
+              "--model.net.tabular.dropout=0.2", "--trainer.enable_progress_bar=false"]  # dropout: RNG matters
+    whole = fit(*common, f"--trainer.default_root_dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    killer = json.dumps({"class_path": "tests.killer.SigkillMidEpoch", "init_args": {"epoch": 1, "batch": 3}})
+    killed = fit(*common, f"--trainer.default_root_dir={tmp_path / 'killed'}", f"--trainer.callbacks+={killer}")
+    assert killed.returncode == -9, killed.stderr[-2000:]  # died mid-epoch 1, after epoch 0's checkpoint
+    (last,) = (tmp_path / "killed").rglob("last.ckpt")
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+
+    resumed = fit(*common, f"--trainer.default_root_dir={tmp_path / 'killed'}", f"--ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    a, b = final_checkpoint(tmp_path / "whole"), final_checkpoint(tmp_path / "killed")
+    steps = 3 * (len(adult_sample) * 4 // 5 // 256)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (2, steps)
+    different = [k for k, v in a["state_dict"].items()
+                 if isinstance(v, torch.Tensor) and not torch.equal(v, b["state_dict"][k])]
+    assert not different, different
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    scores = [next(v["best_model_score"] for k, v in c["callbacks"].items() if "ModelCheckpoint" in k) for c in (a, b)]
+    assert torch.equal(*scores)  # the best validation loss: metrics identical too
