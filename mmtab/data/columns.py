@@ -81,7 +81,7 @@ class ColumnSpec:
 
 
 def _weight_problems(df: pd.DataFrame, col: str) -> list[str]:
-    numeric = _numeric_problems(df, col, "weight_col", "weights must be numbers >= 0")
+    numeric = _numeric_problems(df, col, "weight_col", "weights must be numbers >= 0", check_inf=False)
     if numeric:
         return numeric
     w = pd.to_numeric(df[col]).astype("float64")
@@ -99,7 +99,7 @@ def _weight_problems(df: pd.DataFrame, col: str) -> list[str]:
     return problems
 
 
-def _numeric_problems(df: pd.DataFrame, col: str, role: str, fix: str) -> list[str]:
+def _numeric_problems(df: pd.DataFrame, col: str, role: str, fix: str, *, check_inf: bool = True) -> list[str]:
     """Strings that are not numbers, and infinities (which would turn every loss into NaN)."""
     s = df[col]
     if pd.api.types.is_bool_dtype(s):
@@ -109,7 +109,7 @@ def _numeric_problems(df: pd.DataFrame, col: str, role: str, fix: str) -> list[s
     if not_numbers.any():
         return [f"column {col!r} in {role} has non-numeric values ({_examples(s, not_numbers)}): {fix}"]
     infinite = np.isinf(converted.astype("float64"))
-    if infinite.any():
+    if check_inf and infinite.any():
         return [f"column {col!r} in {role} has infinite values ({_examples(s, infinite)}): replace them with "
                 "finite numbers, or leave them empty to be filled with the training median"]
     return []

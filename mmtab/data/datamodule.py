@@ -41,7 +41,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise ConfigError(f"data file {str(path)!r}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
     if path.stat().st_size == 0:
         raise DataValidationError(["the file is empty: it needs a header row and at least one row of data"],
-                                  str(path))
+                                  f"data file {str(path)!r}")
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -53,7 +53,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     twice = sorted({name for name in header if header.count(name) > 1})
     if twice:
         raise DataValidationError([f"column {name!r} appears {header.count(name)} times in the header: give each "
-                                   "column its own name" for name in twice], str(path))
+                                   "column its own name" for name in twice], f"data file {str(path)!r}")
     return pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, sep=sep)
 
 

@@ -157,7 +157,8 @@ class MultimodalModule(pl.LightningModule):
         shown = (rows[bad] if bad.any() else rows)[:10].tolist()
         which = ("rows whose loss is not finite" if bad.any()
                  else "rows of the batch (each loss is finite; their sum is not)")
-        return (f"the training loss became {float(loss):g} at step {self.global_step} (epoch {self.current_epoch}); "
+        return (f"the training loss became {float(loss.detach()):g} at step {self.global_step} "
+                f"(epoch {self.current_epoch}); "
                 f"{which}: {shown}. Training stopped before this step changed any weight, and no checkpoint was "
                 "written with it. Lower the learning rate (model.lr, model.parts.<part>.lr), or check those rows.")
 

@@ -1,0 +1,157 @@
+"""Every bad input a user can give ends, through the real command line, in one message that names the
+column or value and what to do: exit code 2, no traceback, and nothing the user owns created or changed.
+The README's table "When the input is wrong" lists each case below with the message it shows."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import ROOT
+
+CONFIG = str(ROOT / "configs" / "adult.yaml")
+README = (ROOT / "README.md").read_text()
+
+
+def csv(frame: pd.DataFrame, tmp: Path, name: str = "data.csv", **kwargs) -> Path:
+    frame.to_csv(tmp / name, index=False, **kwargs)
+    return tmp / name
+
+
+def with_values(column: str, rows: list[int], value, *, as_object: bool = False):
+    def make(df: pd.DataFrame, tmp: Path) -> list[str]:
+        df = df.copy()
+        if as_object:
+            df[column] = df[column].astype(object)
+        df.loc[rows, column] = value
+        return [f"--data.path={csv(df, tmp)}"]
+    return make
+
+
+def weights(values: Callable[[pd.DataFrame], np.ndarray]):
+    def make(df: pd.DataFrame, tmp: Path) -> list[str]:
+        return [f"--data.path={csv(df.assign(w=values(df)), tmp)}", "--data.weight_col=w"]
+    return make
+
+
+def duplicate_header(df: pd.DataFrame, tmp: Path) -> list[str]:
+    path = csv(df, tmp)
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0].replace("fnlwgt", "age")
+    path.write_text("\n".join(lines) + "\n")
+    return [f"--data.path={path}"]
+
+
+def zero_weights_in_validation(df: pd.DataFrame, tmp: Path) -> list[str]:
+    part = np.where(np.arange(len(df)) % 5 == 0, "valid", "train")
+    return [f"--data.path={csv(df.assign(part=part, w=np.where(part == 'valid', 0.0, 1.0)), tmp)}",
+            "--data.weight_col=w", "--data.split_col=part"]
+
+
+def class_only_in_validation(df: pd.DataFrame, tmp: Path) -> list[str]:
+    part = np.where(np.arange(len(df)) % 5 == 0, "valid", "train")
+    df = df.assign(part=part)
+    df.loc[[0, 5], "income"] = "unknown"  # rows 0 and 5 are validation rows
+    return [f"--data.path={csv(df, tmp)}", "--data.split_col=part"]
+
+
+def empty_file(df: pd.DataFrame, tmp: Path) -> list[str]:
+    (tmp / "data.csv").write_text("")
+    return [f"--data.path={tmp / 'data.csv'}"]
+
+
+# (case, what makes it, the words the message must contain)
+CASES: list[tuple[str, Callable[[pd.DataFrame, Path], list[str]], str]] = [
+    ("a listed column is missing", lambda df, tmp: [f"--data.path={csv(df.drop(columns='age'), tmp)}"],
+     "column 'age' is not in the table"),
+    ("a ';'-separated CSV", lambda df, tmp: [f"--data.path={csv(df, tmp, sep=';')}"], "the file looks ';'-separated"),
+    ("two columns with the same name", duplicate_header, "column 'age' appears 2 times in the header"),
+    ("an empty file", empty_file, "the file is empty"),
+    ("words in a continuous column", with_values("age", [3, 8], "unknown", as_object=True),
+     "column 'age' in continuous_cols has non-numeric values (row 3: 'unknown'"),
+    ("inf in a continuous column", with_values("age", [4], np.inf, as_object=True),
+     "column 'age' in continuous_cols has infinite values (row 4: inf)"),
+    ("a target with missing values", with_values("income", [2, 7], None), "target column 'income' has missing values"),
+    ("a target with one class", lambda df, tmp: [f"--data.path={csv(df.assign(income='<=50K'), tmp)}"],
+     "target 'income' has 1 class in the training rows"),
+    ("a class only in the validation rows", class_only_in_validation,
+     "valid split: target 'income' has classes that are not in the training rows (first rows: 0: 'unknown'"),
+    ("a negative weight", weights(lambda df: np.where(np.arange(len(df)) == 6, -1.0, 1.0)),
+     "weight column 'w' has negative values (first rows: 6)"),
+    ("a missing or infinite weight", weights(lambda df: np.where(np.arange(len(df)) == 9, np.inf, 1.0)),
+     "weight column 'w' has missing or infinite values (first rows: 9)"),
+    ("weights all zero", weights(lambda df: np.zeros(len(df))), "weight column 'w' is 0 in every row"),
+    ("weights all zero in one split", zero_weights_in_validation, "valid split: weight column 'w' is 0 in every row"),
+    ("an empty split", lambda df, tmp: [f"--data.path={csv(df.assign(part='train'), tmp)}", "--data.split_col=part"],
+     "the valid split has no rows"),
+    ("two split options at once", lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--data.valid_pct=0.1",
+                                                   "--data.split_col=part"],
+     "data.valid_pct and data.split_col each choose the validation rows: keep one"),
+    ("a size the data decides, set in the config", lambda df, tmp: [f"--data.path={csv(df, tmp)}",
+                                                                    "--model.net.tabular.n_cont=3"],
+     "model.net.tabular.n_cont is decided by the data"),
+    ("a data file that does not exist", lambda df, tmp: [f"--data.path={tmp / 'nope.csv'}"], "does not exist"),
+]
+
+
+@pytest.fixture(scope="module")
+def rows(adult) -> pd.DataFrame:
+    return adult.sample(600, random_state=1).reset_index(drop=True)
+
+
+def tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_mmtab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmtab.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.parametrize("case, make, words", CASES, ids=[c[0] for c in CASES])
+def test_a_bad_input_ends_in_one_clear_message(case, make, words, rows, tmp_path):
+    args = make(rows, tmp_path)
+    before = tree(tmp_path)
+    proc = run_mmtab("fit", f"--config={CONFIG}", *args, f"--trainer.default_root_dir={tmp_path / 'runs'}",
+                     cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert words in proc.stderr, out[-3000:]
+    assert "Traceback" not in out
+    assert tree(tmp_path) == before  # no run folder, no file created or changed
+    assert case in README and words in README, "the README's table lists this case and its message"
+
+
+def test_a_predict_file_missing_a_column_is_named_before_predicting(rows, tmp_path):
+    data = csv(rows, tmp_path)
+    assert run_mmtab("fit", f"--config={CONFIG}", f"--data.path={data}", "--trainer.max_epochs=1",
+                     f"--trainer.default_root_dir={tmp_path / 'runs'}", cwd=tmp_path).returncode == 0
+    (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
+    new = csv(rows.drop(columns=["income", "age"]).assign(note="extra columns are fine"), tmp_path, "new.csv")
+    before = tree(tmp_path)
+    proc = run_mmtab("predict", f"--config={CONFIG}", f"--data.path={data}", f"--ckpt_path={ckpt}",
+                     f"--data.predict_path={new}", f"--predictions.output={tmp_path / 'out.csv'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    words = "column 'age' is not in the table"
+    assert f"predict file '{new}'" in proc.stderr and words in proc.stderr, proc.stderr[-2000:]
+    assert tree(tmp_path) == before
+    assert "a predict file missing a column" in README
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_no_bad_checkpoint(rows, tmp_path):
+    data = csv(rows, tmp_path)
+    proc = run_mmtab("fit", f"--config={CONFIG}", f"--data.path={data}", "--model.lr=1e6", "--data.batch_size=64",
+                     f"--trainer.default_root_dir={tmp_path / 'runs'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    words = "the training loss became"
+    assert words in proc.stderr and "at step" in proc.stderr and "(epoch 0)" in proc.stderr, proc.stderr[-2000:]
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
+    assert "a learning rate that diverges" in README and words in README
