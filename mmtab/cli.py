@@ -86,6 +86,8 @@ class MmtabCLI(LightningCLI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("load_from_checkpoint_support", False)
         kwargs.setdefault("save_config_callback", SaveFitConfig)
+        # mmtab prints its own table of parts (param groups) at fit start; Lightning's repeats it
+        kwargs.setdefault("trainer_defaults", {"enable_model_summary": False})
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -113,15 +115,18 @@ class MmtabCLI(LightningCLI):
         self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
-class _DropTips(logging.Filter):
+class _DropNoise(logging.Filter):
+    NOISE = ("💡 Tip", "Loading `train_dataloader` to estimate")  # advertising; an internal step
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        return not str(record.msg).startswith(self.NOISE)
 
 
 def quiet_third_party_output() -> None:
     """What `mmtab` prints is what the user needs: the groups table, the preprocessing summary, one line
     per epoch. Set by the command line only, never at import."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())  # advertising
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message=r"Starting from v1.9.0, `tensorboardX` has been removed")
     # mmtab keeps frozen parts in eval mode on purpose (see FusionModel.freeze)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", category=DeprecationWarning)

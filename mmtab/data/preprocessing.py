@@ -35,6 +35,9 @@ UNKNOWN = 0
 MISSING = 1
 _N_RESERVED = 2
 MIN_CATEGORY_COUNT = 10  # the one default of data.min_category_count
+# Normalised numbers are clipped at this many training standard deviations: a new row's 1e300 where
+# training saw values near 1 would not fit a float32 input, and nothing is learned that far out.
+CLIP_STDS = 1e6
 
 
 @dataclass
@@ -93,10 +96,8 @@ class TabularPreprocessor:
             self.fill_values[col] = float(median) if pd.notna(median) else 0.0
             if values.isna().any():
                 self.na_flag_cols.append(col)
-        cont = self._continuous_matrix(train)
-        self.means = cont.mean(axis=0).tolist() if cont.shape[1] else []
-        std = cont.std(axis=0) if cont.shape[1] else np.zeros(0)
-        self.stds = np.where(std > 1e-8, std, 1.0).tolist()
+        mean, std = _mean_std(self._continuous_matrix(train))
+        self.means, self.stds = mean.tolist(), np.where(std > 1e-8, std, 1.0).tolist()
         self.task = self.task or get_task(infer_task(train[spec.target]))
         if self.task.classification:
             self.classes = sorted(pd.unique(train[spec.target].dropna()).tolist())
@@ -142,7 +143,9 @@ class TabularPreprocessor:
             cat[:, j] = self._encode_categories(df[col], self.vocabs[col])
         out["cat"] = torch.from_numpy(cat)
         cont = self._continuous_matrix(df)
-        cont = (cont - np.asarray(self.means)) / np.asarray(self.stds) if cont.shape[1] else cont
+        if cont.shape[1]:  # x/std - mean/std: no intermediate overflows, even near float64's limit
+            std = np.asarray(self.stds)
+            cont = np.clip(cont / std - np.asarray(self.means) / std, -CLIP_STDS, CLIP_STDS)
         out["cont"] = torch.from_numpy(cont.astype(np.float32))
         if spec.text:
             if self._text_tokenizer is None:
@@ -228,3 +231,14 @@ class TabularPreprocessor:
             lines.append(f"cont {name}: mean={mean:.4g} std={std:.4g}" + (f" fill={fill:.4g}" if fill is not None
                                                                              else ""))
         return "\n".join(lines)
+
+
+def _mean_std(cont: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation, computed on the columns scaled to at most 1 in magnitude
+    so that sums of values near float64's limit (1.8e308) do not overflow."""
+    if not cont.shape[1]:
+        return np.zeros(0), np.zeros(0)
+    scale = np.abs(cont).max(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    scaled = cont / scale
+    return scaled.mean(axis=0) * scale, scaled.std(axis=0) * scale
