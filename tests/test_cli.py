@@ -110,3 +110,22 @@ def test_a_bad_column_stops_fit_before_training(trained):
     assert proc.returncode != 0
     assert "column 'salary' is not in the table" in proc.stderr
     assert "Epoch" not in proc.stdout + proc.stderr
+
+
+def test_a_fit_prints_what_the_user_needs_and_no_noise(tmp_path, reviews_sample, tiny_bert):
+    """A frozen-encoder fusion through the command line: the preprocessing summary, the parts table and
+    one line per epoch; no advertising, no deprecation noise, no warning about the deliberately frozen
+    (eval-mode) text branch."""
+    data = tmp_path / "reviews.parquet"
+    reviews_sample.to_parquet(data)
+    proc = mmtab("fit", f"--config={ROOT / 'configs' / 'reviews_demo.yaml'}", f"--data.path={data}",
+                 f"--data.text_model={tiny_bert}", "--data.max_length=32", "--trainer.max_epochs=2",
+                 "--trainer.limit_train_batches=3", "--trainer.enable_progress_bar=false",
+                 f"--trainer.default_root_dir={tmp_path / 'runs'}")
+    out = proc.stdout + proc.stderr
+    for needed in ("mmtab preprocessing, fitted on the training rows", "cat  Division Name", "trainable",
+                   "0 (frozen)", "epoch 0: val_accuracy=", "epoch 1: val_accuracy="):
+        assert needed in out, needed
+    for noise in ("Tip", "eval mode", "Deprecat", "deprecated", "tensorboardX", "Loading weights", "Traceback",
+                  "Warning"):
+        assert noise not in out, (noise, out[-3000:])
