@@ -105,6 +105,14 @@ def test_top_losses_report(trained):
     assert "top 5 losses" in proc.stdout and "occupation" in proc.stdout
 
 
+def test_validate_and_predict_leave_no_run_folder(trained):
+    runs = trained["tmp"] / "runs"
+    before = sorted(str(p.relative_to(runs)) for p in runs.rglob("*"))
+    mmtab("validate", *trained["common"], f"--ckpt_path={trained['ckpt']}")
+    mmtab("predict", *trained["common"], f"--ckpt_path={trained['ckpt']}", "--predictions.top_losses=1")
+    assert sorted(str(p.relative_to(runs)) for p in runs.rglob("*")) == before
+
+
 def test_a_bad_column_stops_fit_before_training(trained):
     proc = mmtab("fit", *trained["common"], "--data.continuous_cols=[age, salary]", check=False)
     assert proc.returncode != 0

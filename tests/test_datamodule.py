@@ -129,3 +129,12 @@ def test_each_epoch_is_shuffled_anew_and_its_order_depends_on_seed_and_epoch_alo
     fresh = adult_datamodule(adult_sample).train_dataloader()  # e.g. a resumed process, at epoch 2
     fresh.epoch = lambda: 2
     assert next(iter(fresh))["row"][:8].tolist() == first.rows[2]
+
+
+def test_useless_columns_are_warned_about_not_refused(adult_sample, caplog):
+    frame = adult_sample.assign(race="White", age=40)
+    with caplog.at_level("WARNING", logger="mmtab"):
+        adult_datamodule(frame).setup("fit")
+    said = caplog.text
+    assert "categorical column 'race' has one value in every training row ('White')" in said
+    assert "continuous column 'age' is constant in the training rows" in said
