@@ -21,6 +21,9 @@ from torch import Tensor, nn
 
 from mmtab.errors import ConfigError
 
+WIDTH = 128  # the one default width of a fusion layer that projects its branches (`d`)
+NORMALIZE = True  # the one default of `normalize` (see the module docstring)
+
 
 class BranchNorm(nn.Module):
     """The branches' features in a fixed (name-sorted) order, each through its own LayerNorm when
@@ -41,7 +44,7 @@ class BranchNorm(nn.Module):
 class ConcatFusion(nn.Module):
     """Concatenate the branches' features in a fixed (name-sorted) order."""
 
-    def __init__(self, in_features: Mapping[str, int], normalize: bool = True) -> None:
+    def __init__(self, in_features: Mapping[str, int], normalize: bool = NORMALIZE) -> None:
         super().__init__()
         self.norm = BranchNorm(in_features, normalize)
         self.out_features = sum(in_features.values())
@@ -62,7 +65,7 @@ class GatedFusion(nn.Module):
     text for one row and on the table for another. With one branch it is a gated projection.
     """
 
-    def __init__(self, in_features: Mapping[str, int], d: int = 128, normalize: bool = True) -> None:
+    def __init__(self, in_features: Mapping[str, int], d: int = WIDTH, normalize: bool = NORMALIZE) -> None:
         super().__init__()
         self.norm = BranchNorm(in_features, normalize)
         total = sum(in_features.values())
@@ -83,8 +86,8 @@ class AttentionFusion(nn.Module):
     """Each branch becomes one token of width `d` (plus a learned modality embedding); a transformer
     layer lets the tokens attend to each other; the attended tokens are concatenated."""
 
-    def __init__(self, in_features: Mapping[str, int], d: int = 128, heads: int = 4, dropout: float = 0.1,
-                 normalize: bool = True) -> None:
+    def __init__(self, in_features: Mapping[str, int], d: int = WIDTH, heads: int = 4, dropout: float = 0.1,
+                 normalize: bool = NORMALIZE) -> None:
         super().__init__()
         if d % heads:
             raise ConfigError(f"AttentionFusion: d={d} must be divisible by heads={heads}")
