@@ -17,6 +17,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -25,6 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from mmtab.artifacts import AtomicCheckpointIO
 from mmtab.data.datamodule import TabularTextDataModule
+from mmtab.diagnostics.lr_finder import LrFinderResult, find_lr, plot_lr_finder
 from mmtab.errors import ConfigError, MmtabError
 from mmtab.predict import MODEL_CONFIG_KEY, PredictionWriter
 from mmtab.training.module import MultimodalModule
@@ -82,8 +84,36 @@ class SaveFitConfig(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
 
+class MmtabTrainer(pl.Trainer):
+    """Lightning's `Trainer` with `lr_find`, which makes ``mmtab lr_find`` a subcommand like ``fit``."""
+
+    def lr_find(self, model: MultimodalModule, datamodule: TabularTextDataModule, min_scale: float = 1e-4,
+                max_scale: float = 1000.0, num_steps: int = 100, plot: str | None = None) -> LrFinderResult:
+        """Sweep one scale factor over every part's learning rate (their ratios kept), then restore the model.
+
+        Args:
+            min_scale: the first scale of the configured learning rates.
+            max_scale: the last scale, unless the loss diverges first.
+            num_steps: training steps of the sweep.
+            plot: the PNG of loss against scale; default ``lr_find.png`` in ``trainer.default_root_dir``.
+        """
+        datamodule.setup("fit")
+        model.setup("fit")  # a text branch started from init_from, as fit would
+        model.to(self.strategy.root_device)
+        result = find_lr(model, datamodule.train_dataloader(), min_scale=min_scale, max_scale=max_scale,
+                         num_steps=num_steps)
+        path = plot_lr_finder(result, plot or Path(self.default_root_dir) / "lr_find.png")
+        print(f"{result.summary()}\nplot: {path}")
+        return result
+
+
 class MmtabCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("trainer_class", MmtabTrainer)
         kwargs.setdefault("load_from_checkpoint_support", False)
         kwargs.setdefault("save_config_callback", SaveFitConfig)
         # mmtab prints its own table of parts (param groups) at fit start; Lightning's repeats it
@@ -103,7 +133,7 @@ class MmtabCLI(LightningCLI):
         if given:
             raise ConfigError("; ".join(f"model.{target} is decided by the data (data.{source}): remove it from the "
                                        "config" for source, target in given))
-        if self.subcommand in ("validate", "test", "predict") and config.trainer.logger is None:
+        if self.subcommand in ("validate", "test", "predict", "lr_find") and config.trainer.logger is None:
             config.trainer.logger = False  # they report on the terminal (or write --predictions.output)
 
     def after_instantiate_classes(self) -> None:

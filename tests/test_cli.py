@@ -137,3 +137,10 @@ def test_a_fit_prints_what_the_user_needs_and_no_noise(tmp_path, reviews_sample,
     for noise in ("Tip", "eval mode", "Deprecat", "deprecated", "tensorboardX", "Loading weights", "Traceback",
                   "Warning"):
         assert noise not in out, (noise, out[-3000:])
+
+
+def test_lr_find_prints_a_rate_per_part_and_draws_its_curve(trained):
+    out = trained["tmp"] / "lr"
+    proc = mmtab("lr_find", *trained["common"], "--num_steps=30", f"--plot={out / 'lr.png'}")
+    assert "suggested scale" in proc.stdout and "tabular: lr" in proc.stdout and "head: lr" in proc.stdout
+    assert (out / "lr.png").stat().st_size > 10_000

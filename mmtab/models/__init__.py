@@ -4,6 +4,7 @@ Nothing here imports Lightning, pandas or the rest of mmtab's training and data 
 put these models in their own training loop.
 """
 
+from mmtab.models.blocks import GeneralRelu
 from mmtab.models.fusion import AttentionFusion, ConcatFusion, GatedFusion
 from mmtab.models.fusion_model import FusionModel, Head
 from mmtab.models.pooling import ClsPooling, MeanPooling
@@ -16,6 +17,7 @@ __all__ = [
     "ConcatFusion",
     "FusionModel",
     "GatedFusion",
+    "GeneralRelu",
     "Head",
     "MeanPooling",
     "TabularMLP",

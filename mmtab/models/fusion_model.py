@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mmtab.errors import ConfigError
-from mmtab.models.blocks import MLP
+from mmtab.models.blocks import MLP, ActivationFactory
 from mmtab.models.fusion import ConcatFusion
 from mmtab.models.tabular import TabularMLP
 from mmtab.models.text import TextEncoder
@@ -30,9 +30,9 @@ class Head(nn.Module):
     """Optional `LinBnDrop` blocks, then the output Linear."""
 
     def __init__(self, in_features: int, n_outputs: int, *, layers: Sequence[int], dropout: float,
-                 y_range: tuple[float, float] | None) -> None:
+                 activation: ActivationFactory | None, y_range: tuple[float, float] | None) -> None:
         super().__init__()
-        self.mlp = MLP(in_features, layers, dropout=dropout, bn=True)
+        self.mlp = MLP(in_features, layers, dropout=dropout, bn=True, activation=activation)
         self.out = nn.Linear(self.mlp.out_features, n_outputs)
         self.y_range = y_range
 
@@ -54,6 +54,7 @@ class FusionModel(nn.Module):
         fusion: builds the fusion layer from the branches' widths; `ConcatFusion` by default.
         head_layers: hidden widths of the head before its output layer.
         head_dropout: dropout in the head's hidden blocks.
+        head_activation: builds the head's hidden activations; ReLU unless given (e.g. `GeneralRelu`).
         y_range: for regression, squash outputs into (lo, hi) with a scaled sigmoid, as fastai does.
 
     Example:
@@ -64,7 +65,7 @@ class FusionModel(nn.Module):
 
     def __init__(self, *, n_outputs: int, tabular: TabularMLP | None = None, text: TextEncoder | None = None,
                  fusion: FusionFactory = ConcatFusion, head_layers: Sequence[int] = (), head_dropout: float = 0.0,
-                 y_range: tuple[float, float] | None = None) -> None:
+                 head_activation: ActivationFactory | None = None, y_range: tuple[float, float] | None = None) -> None:
         super().__init__()
         if tabular is None and text is None:
             raise ConfigError("FusionModel needs at least one branch: give tabular=, text= or both")
@@ -73,7 +74,7 @@ class FusionModel(nn.Module):
         widths = {name: branch.out_features for name, branch in self.branches().items()}
         self.fusion = fusion(widths)
         self.head = Head(self.fusion.out_features, n_outputs, layers=head_layers, dropout=head_dropout,
-                         y_range=y_range)
+                         activation=head_activation, y_range=y_range)
         self._frozen: set[str] = set()
 
     @property

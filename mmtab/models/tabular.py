@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmtab.errors import ConfigError
-from mmtab.models.blocks import MLP
+from mmtab.models.blocks import MLP, ActivationFactory
 
 # Above this many codes in all, a (B, codes) one-hot matrix costs more than an embedding lookup.
 _ONE_HOT_MAX_ROWS = 1024
@@ -34,6 +34,7 @@ class TabularMLP(nn.Module):
         embedding_sizes: width per categorical column; default fastai's `embedding_size` rule.
         bn_cont: BatchNorm on the continuous inputs.
         bn: BatchNorm inside the blocks.
+        activation: builds each block's activation; ReLU unless given (e.g. `GeneralRelu`).
 
     Example:
         >>> m = TabularMLP(cardinalities=[5, 12], n_cont=3, layers=[32, 16])
@@ -43,7 +44,8 @@ class TabularMLP(nn.Module):
 
     def __init__(self, *, cardinalities: Sequence[int], n_cont: int, layers: Sequence[int] = (200, 100),
                  dropout: float | Sequence[float] = 0.0, embedding_dropout: float = 0.0,
-                 embedding_sizes: Sequence[int] | None = None, bn_cont: bool = True, bn: bool = True) -> None:
+                 embedding_sizes: Sequence[int] | None = None, bn_cont: bool = True, bn: bool = True,
+                 activation: ActivationFactory | None = None) -> None:
         super().__init__()
         cardinalities = list(cardinalities)
         sizes = list(embedding_sizes) if embedding_sizes is not None else [embedding_size(c) for c in cardinalities]
@@ -59,7 +61,7 @@ class TabularMLP(nn.Module):
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.bn_cont = nn.BatchNorm1d(n_cont) if bn_cont and n_cont else None
         self.n_cont = n_cont
-        self.mlp = MLP(sum(sizes) + n_cont, layers, dropout=dropout, bn=bn)
+        self.mlp = MLP(sum(sizes) + n_cont, layers, dropout=dropout, bn=bn, activation=activation)
         self.out_features = self.mlp.out_features
 
     def embed(self, cat: Tensor) -> Tensor:
