@@ -112,15 +112,17 @@ class TrainTimer(pl.Callback):
         self._stop(trainer)
 
 
-def run_mmtab(split_file: Path, valid: pd.DataFrame, seed: int) -> dict[str, float]:
+def run_mmtab(split_file: Path, valid: pd.DataFrame, seed: int, callbacks: tuple = ()) -> dict[str, float]:
+    """mmtab's fastai recipe (configs/adult.yaml) on the split; `callbacks` join the timed training."""
     timer = TrainTimer()
     cli = MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
                    save_config_callback=None, args=[
         "--config", str(CONFIG), f"--seed_everything={seed}", f"--data.seed={seed}",
         f"--data.path={split_file}", "--data.split_col=split",
-        "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0"])
-    cli.trainer.callbacks.append(timer)
+    cli.trainer.callbacks.extend([timer, *callbacks])
     cli.trainer.fit(cli.model, cli.datamodule)
     table = predict_frame(cli.model, cli.datamodule.preprocessor, valid)
     y = (valid[TARGET].to_numpy() == POSITIVE).astype(int)

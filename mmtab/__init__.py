@@ -18,6 +18,9 @@ _WHERE = {
     "NonFiniteLossError": "mmtab.errors",
     "TabularTextDataModule": "mmtab.data.datamodule",
     "TabularPreprocessor": "mmtab.data.preprocessing",
+    "ActivationStats": "mmtab.diagnostics.activation_stats",
+    "Initialize": "mmtab.diagnostics.init",
+    "find_lr": "mmtab.diagnostics.lr_finder",
     "TextTokenizer": "mmtab.data.tokenization",
     "AttentionFusion": "mmtab.models",
     "ClsPooling": "mmtab.models",
@@ -44,6 +47,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "ActivationStats",
     "AttentionFusion",
     "ClsPooling",
     "ColumnSpec",
@@ -53,6 +57,7 @@ __all__ = [
     "FusionModel",
     "GatedFusion",
     "GeneralRelu",
+    "Initialize",
     "MeanPooling",
     "MmtabError",
     "MultimodalModule",
@@ -69,6 +74,7 @@ __all__ = [
     "Unfreeze",
     "build_param_groups",
     "embedding_size",
+    "find_lr",
     "format_param_groups",
     "get_task",
     "load_checkpoint",
@@ -94,6 +100,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
     from mmtab.data.datamodule import TabularTextDataModule
     from mmtab.data.preprocessing import TabularPreprocessor
     from mmtab.data.tokenization import TextTokenizer
+    from mmtab.diagnostics.activation_stats import ActivationStats
+    from mmtab.diagnostics.init import Initialize
+    from mmtab.diagnostics.lr_finder import find_lr
     from mmtab.errors import ConfigError, DataValidationError, MmtabError, NonFiniteLossError
     from mmtab.models import (
         AttentionFusion,

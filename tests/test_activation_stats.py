@@ -69,8 +69,20 @@ def test_hooks_are_removed_when_fit_fails(adult_sample):
 
 def test_memory_stays_bounded_on_a_long_run(adult_sample):
     dm = adult_datamodule(adult_sample, batch_size=32)
-    stats = ActivationStats(modules=["head.out"], max_records=8, log=False, plot_dir=None)
-    stats.on_fit_end = lambda trainer, pl_module: stats.detach()  # no plots needed here
+    stats = ActivationStats(modules=["head.out"], max_records=8, log=False, plot=False)
     quiet_trainer(max_steps=60, limit_val_batches=0, callbacks=[stats]).fit(tabular_module(dm), dm)
     steps = stats.layers["head.out"].steps
     assert len(steps) <= 8 and steps[0] == 0 and steps[-1] >= 40  # an even sample of the whole run
+
+
+def test_the_text_encoder_s_layers_are_recorded_only_when_asked(tiny_bert, reviews_sample):
+    from .conftest import fusion_module, reviews_datamodule
+
+    dm = reviews_datamodule(reviews_sample, tiny_bert)
+    module = fusion_module(dm)
+    assert not any(n.startswith("text") for n in ActivationStats().chosen(module.net))
+    stats = ActivationStats(text_layers=True, log=False, plot=False)
+    quiet_trainer(max_steps=2, limit_val_batches=1, callbacks=[stats]).fit(module, dm)
+    layers = [n for n in stats.layers if n.startswith("text.")]
+    assert layers == ["text.encoder.encoder.layer.0", "text.encoder.encoder.layer.1"]
+    assert all(stats.layers[n].steps == [0, 1] for n in layers)

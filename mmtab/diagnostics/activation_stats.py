@@ -62,19 +62,20 @@ class ActivationStats(pl.Callback):
         bins: histogram bins over [0, hist_max].
         hist_max: the histogram's range of |activation|; larger values land in the last bin.
         log: send each layer's mean, std and dormant fraction to the Lightning logger.
+        plot: draw the three PNGs when fitting ends.
         plot_dir: where the PNGs go; default the run's log folder.
     """
 
     def __init__(self, modules: list[str] | None = None, text_layers: bool = False, every_n_steps: int = 1,
                  max_records: int = 500, bins: int = 40, hist_max: float = 10.0, log: bool = True,
-                 plot_dir: str | None = None) -> None:
+                 plot: bool = True, plot_dir: str | None = None) -> None:
         self.patterns = modules
         self.text_layers = text_layers
         self.every_n_steps = every_n_steps
         self.max_records = max_records
         self.bins, self.hist_max = bins, hist_max
         self.log = log
-        self.plot_dir = plot_dir
+        self.plot, self.plot_dir = plot, plot_dir
         self.layers: dict[str, LayerStats] = {}
         self._handles: list[RemovableHandle] = []
         self._recording = False
@@ -145,7 +146,7 @@ class ActivationStats(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.detach()
-        if trainer.is_global_zero and any(layer.steps for layer in self.layers.values()):
+        if self.plot and trainer.is_global_zero and any(layer.steps for layer in self.layers.values()):
             from mmtab.diagnostics.plots import plot_activation_stats
 
             folder = Path(self.plot_dir or trainer.log_dir or trainer.default_root_dir)

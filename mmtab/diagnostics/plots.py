@@ -75,6 +75,6 @@ def plot_activation_stats(stats: ActivationStats, folder: str | Path) -> list[Pa
 
 def _save(fig, path: Path) -> Path:  # noqa: ANN001
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=72)
     _pyplot().close(fig)
     return path
