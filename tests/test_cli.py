@@ -68,8 +68,9 @@ def predict_rows(trained, rows: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def test_a_checkpoint_reloaded_in_a_fresh_process_predicts_identically(trained, adult):
-    new_rows = adult.iloc[-300:].drop(columns="income")
+    new_rows = adult.iloc[-300:].drop(columns="income").assign(customer_id=range(300))  # not a model input
     from_cli = predict_rows(trained, new_rows, "new_rows")
+    assert from_cli["customer_id"].tolist() == list(range(300))  # extra columns are carried through
     module, pre = load_checkpoint(trained["ckpt"])
     here = predict_frame(module, pre, pd.read_csv(trained["tmp"] / "new_rows.csv"))
     np.testing.assert_array_equal(from_cli["prob_>50K"].to_numpy(), here["prob_>50K"].to_numpy())

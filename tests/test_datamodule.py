@@ -138,3 +138,9 @@ def test_useless_columns_are_warned_about_not_refused(adult_sample, caplog):
     said = caplog.text
     assert "categorical column 'race' has one value in every training row ('White')" in said
     assert "continuous column 'age' is constant in the training rows" in said
+
+
+def test_an_empty_text_column_is_warned_about(tiny_bert, reviews_sample, caplog):
+    with caplog.at_level("WARNING", logger="mmtab"):
+        reviews_datamodule(reviews_sample.assign(Title=""), tiny_bert).setup("fit")
+    assert "text column 'Title' is empty in every training row" in caplog.text
