@@ -1,4 +1,4 @@
-"""``mmtab fit|validate|test|predict --config configs/....yaml``: LightningCLI, plus the links that
+"""``mmtab fit|validate|test|predict|lr_find --config configs/....yaml``: LightningCLI, plus the links that
 carry what the data decides (task, number of outputs, cardinalities, number of continuous inputs,
 the text model) into the model, so a config never states a size the data determines and names its
 text model once.
