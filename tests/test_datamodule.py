@@ -144,3 +144,10 @@ def test_an_empty_text_column_is_warned_about(tiny_bert, reviews_sample, caplog)
     with caplog.at_level("WARNING", logger="mmtab"):
         reviews_datamodule(reviews_sample.assign(Title=""), tiny_bert).setup("fit")
     assert "text column 'Title' is empty in every training row" in caplog.text
+
+
+def test_a_target_mixing_numbers_and_text_is_named(adult_sample):
+    frame = adult_sample.assign(income=adult_sample["income"].astype(object))
+    frame.loc[frame.index[:50], "income"] = 1
+    with pytest.raises(DataValidationError, match="target 'income' mixes kinds of values \\(int, str\\)"):
+        adult_datamodule(frame).setup("fit")

@@ -245,7 +245,12 @@ class TabularTextDataModule(pl.LightningDataModule):
             return problems
         task = get_task(self.task or infer_task(train[target]))
         if task.classification:
-            classes = sorted(pd.unique(train[target]).tolist())
+            try:
+                classes = sorted(pd.unique(train[target]).tolist())
+            except TypeError:  # e.g. 1 and "yes" in one column: no order, and surely a mistake
+                kinds = sorted({type(v).__name__ for v in train[target]})
+                return [f"train split: target {target!r} mixes kinds of values ({', '.join(kinds)}): make every "
+                        "value the same kind (all text or all numbers)"]
             problems += [f"train split: {p}" for p in task.class_problems(classes, target)]
             for name, frame in frames.items():
                 unseen = frame[target][~frame[target].isin(classes)]
