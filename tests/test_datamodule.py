@@ -151,3 +151,13 @@ def test_a_target_mixing_numbers_and_text_is_named(adult_sample):
     frame.loc[frame.index[:50], "income"] = 1
     with pytest.raises(DataValidationError, match="target 'income' mixes kinds of values \\(int, str\\)"):
         adult_datamodule(frame).setup("fit")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_only_the_columns_the_config_names_are_read(adult_sample, tmp_path, suffix):
+    wide = adult_sample.assign(**{f"unused_{i}": np.arange(len(adult_sample)) for i in range(20)})
+    path = tmp_path / f"wide{suffix}"
+    wide.to_csv(path, index=False) if suffix == ".csv" else wide.to_parquet(path)
+    dm = TabularTextDataModule(path=str(path), target="income", categorical_cols=["education"],
+                               continuous_cols=["age"], weight_col=None)
+    assert set(dm.frames["train"].columns) == {"education", "age", "income"}

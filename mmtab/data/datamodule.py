@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,13 @@ log = logging.getLogger("mmtab")
 _SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """CSV, TSV or Parquet, by suffix; a file that cannot be a table is a `DataValidationError`."""
+def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """CSV, TSV or Parquet, by suffix; a file that cannot be a table is a `DataValidationError`.
+
+    With `columns`, only those of them the file has are read (a wide table costs the memory of the
+    columns a config names); if it has none of them, everything is read, so that the checks can say
+    what the file does hold.
+    """
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"data file {str(path)!r} does not exist (working directory: {Path.cwd()})")
@@ -54,7 +60,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if twice:
         raise DataValidationError([f"column {name!r} appears {header.count(name)} times in the header: give each "
                                    "column its own name" for name in twice], f"data file {str(path)!r}")
-    return pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, sep=sep)
+    wanted = set(columns or ())
+    keep = [name for name in header if name in wanted] or None
+    return pd.read_parquet(path, columns=keep) if suffix == ".parquet" else pd.read_csv(path, sep=sep, usecols=keep)
 
 
 def _rows(values: pd.Series) -> str:
@@ -189,8 +197,8 @@ class TabularTextDataModule(pl.LightningDataModule):
         if problems:
             raise DataValidationError(problems, "the data config")
         where = "the data" if self._given_frame is not None else f"data file {self.path!r}"
-        df = self._given_frame if self._given_frame is not None else read_table(self.path)
         needed = [*self.spec.feature_columns, self.spec.target, *([self.spec.weight] if self.spec.weight else [])]
+        df = self._given_frame if self._given_frame is not None else read_table(self.path, [*needed, self.split_col])
         missing = [c for c in needed if c not in df.columns]
         if missing:  # no split can be checked without its columns
             wrong_separator = _separator_hint(df)
@@ -198,7 +206,7 @@ class TabularTextDataModule(pl.LightningDataModule):
                                       [f"column {c!r} is not in the table{did_you_mean(c, df.columns)}"
                                        for c in missing], where)
         if self.valid_path:
-            frames = {"train": df, "valid": read_table(self.valid_path)}
+            frames = {"train": df, "valid": read_table(self.valid_path, needed)}
         elif self.split_col:
             frames = self._split_by_column(df)
         else:
@@ -206,7 +214,7 @@ class TabularTextDataModule(pl.LightningDataModule):
             is_valid = stratified_split(labels, len(df), self.valid_pct, self.seed)
             frames = {"train": df[~is_valid], "valid": df[is_valid]}
         if self.test_path:
-            frames["test"] = read_table(self.test_path)
+            frames["test"] = read_table(self.test_path, needed)
         problems = self._split_problems(frames)
         if problems:
             raise DataValidationError(problems, where)
