@@ -36,7 +36,8 @@ def trained(tmp_path_factory, adult_sample) -> dict[str, Path]:
     mmtab("fit", *common, "--trainer.max_epochs=2", "--data.batch_size=256")
     checkpoints = sorted(p.name for p in (tmp / "runs").rglob("*.ckpt"))
     assert len(checkpoints) == 2 and "last.ckpt" in checkpoints  # the shipped configs keep the last and the best
-    (ckpt,) = (tmp / "runs").rglob("last.ckpt")
+    ckpt = tmp / "runs" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"  # where the README says
+    assert ckpt.exists()
     return {"tmp": tmp, "data": data, "ckpt": ckpt, "common": common}
 
 
