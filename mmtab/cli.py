@@ -43,6 +43,7 @@ LINKS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
     ("tabular_dims", "net.tabular.cardinalities", lambda dims: dims["cardinalities"]),
     ("tabular_dims", "net.tabular.n_cont", lambda dims: dims["n_cont"]),
     ("text_model", "net.text.pretrained", _identity),
+    ("target_scaling", "target_scaling", _identity),
 )
 
 

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -162,6 +163,37 @@ class RegressionTask(Task):
 
     def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any]) -> dict[str, np.ndarray]:
         return {"prediction": activated}
+
+
+@dataclass(frozen=True)
+class TargetScaling:
+    """How a regression target is presented to the model: ``z = (f(y) - mean) / std`` with ``f`` the
+    identity or ``log1p``, fitted on the training rows. The model learns z (unit scale, whatever the
+    target's units), and its outputs are mapped back with `decode`, so metrics, predictions and
+    ``y_range`` are in the target's own units.
+
+    Example:
+        >>> s = TargetScaling.fit(np.array([100.0, 300.0]), log1p=False)
+        >>> s.encode(torch.tensor([100.0, 300.0])), s.decode(torch.tensor([0.0]))
+        (tensor([-1.,  1.]), tensor([200.]))
+    """
+
+    mean: float
+    std: float
+    log1p: bool
+
+    @classmethod
+    def fit(cls, values: np.ndarray, *, log1p: bool) -> TargetScaling:
+        f = np.log1p(values) if log1p else values
+        std = float(np.std(f))
+        return cls(mean=float(np.mean(f)), std=std if std > 1e-12 else 1.0, log1p=log1p)
+
+    def encode(self, y: Tensor) -> Tensor:
+        return ((torch.log1p(y) if self.log1p else y) - self.mean) / self.std
+
+    def decode(self, z: Tensor) -> Tensor:
+        y = z * self.std + self.mean
+        return torch.expm1(y) if self.log1p else y
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (BinaryTask(), MulticlassTask(), RegressionTask())}

@@ -54,7 +54,7 @@ def adult_datamodule(frame: pd.DataFrame, **kwargs) -> TabularTextDataModule:
 
 def tabular_module(dm: TabularTextDataModule, *, layers=(32, 16), **kwargs) -> MultimodalModule:
     model = FusionModel(n_outputs=dm.n_outputs, tabular=TabularMLP(**dm.tabular_dims, layers=list(layers)))
-    return MultimodalModule(model, task=dm.fitted_task, **{"lr": 1e-2, **kwargs})
+    return MultimodalModule(model, task=dm.fitted_task, target_scaling=dm.target_scaling, **{"lr": 1e-2, **kwargs})
 
 
 def quiet_trainer(**kwargs) -> pl.Trainer:

@@ -1,9 +1,10 @@
 import lightning.pytorch as pl
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from mmtab import FusionModel, MultimodalModule, TabularMLP, TabularTextDataModule
+from mmtab import ConfigError, FusionModel, MultimodalModule, TabularMLP, TabularTextDataModule
 
 from .conftest import ROOT, adult_datamodule, quiet_trainer, tabular_module
 
@@ -64,10 +65,41 @@ def test_regression_with_y_range_learns_california_housing():
                                           batch_size=128, seed=0)
     assert dm.fitted_task == "regression" and dm.n_outputs == 1
     model = FusionModel(n_outputs=1, tabular=TabularMLP(**dm.tabular_dims, layers=[64, 32]), y_range=(0.0, 5.5))
-    module = MultimodalModule(model, task="regression", lr=1e-2)
+    module = MultimodalModule(model, task="regression", lr=1e-2, target_scaling=dm.target_scaling)
     trainer = quiet_trainer(max_epochs=4)
     trainer.fit(module, dm)
     assert trainer.callback_metrics["val_r2"] > 0.5
+
+
+@pytest.mark.parametrize("transform", ["none", "log1p"])
+def test_a_target_in_the_hundreds_trains_without_y_range_and_predicts_in_its_units(transform):
+    """Targets are standardised on the training rows, so no y_range is needed; the metrics and the
+    predictions are in the target's own units (here thousands of dollars, about 15 to 500)."""
+    from mmtab import predict_frame
+
+    frame = pd.read_parquet(ROOT / "data" / "california_housing.parquet").sample(4000, random_state=0)
+    frame = frame.assign(MedHouseVal=frame["MedHouseVal"] * 100)
+    dm = TabularTextDataModule.from_frame(frame, target="MedHouseVal", continuous_cols=list(frame.columns[:-1]),
+                                          batch_size=128, seed=0, target_transform=transform)
+    model = FusionModel(n_outputs=1, tabular=TabularMLP(**dm.tabular_dims, layers=[64, 32]))
+    module = MultimodalModule(model, task="regression", lr=1e-2, target_scaling=dm.target_scaling)
+    trainer = quiet_trainer(max_epochs=4)
+    trainer.fit(module, dm)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert metrics["val_r2"] > 0.5 and 20 < metrics["val_mae"] < 80  # mae in the target's units, not z-scores
+    valid = dm.frames["valid"]
+    predicted = predict_frame(module, dm.preprocessor, valid)["prediction"]
+    assert abs(predicted.mean() - valid["MedHouseVal"].mean()) < 0.15 * valid["MedHouseVal"].mean()
+    rmse = float(np.sqrt(((predicted - valid["MedHouseVal"]) ** 2).mean()))
+    assert rmse == pytest.approx(metrics["val_rmse"], rel=1e-4)  # predict equals validate
+
+
+def test_a_module_without_the_data_s_target_scaling_is_stopped(adult_sample):
+    frame = pd.read_parquet(ROOT / "data" / "california_housing.parquet").sample(1000, random_state=0)
+    dm = TabularTextDataModule.from_frame(frame, target="MedHouseVal", continuous_cols=list(frame.columns[:-1]))
+    model = FusionModel(n_outputs=1, tabular=TabularMLP(**dm.tabular_dims, layers=[8]))
+    with pytest.raises(ConfigError, match="target_scaling=datamodule.target_scaling"):
+        quiet_trainer(max_steps=1).fit(MultimodalModule(model, task="regression"), dm)
 
 
 def test_multiclass_target(adult_sample):

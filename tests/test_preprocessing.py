@@ -67,3 +67,22 @@ def test_summary_names_every_column(messy):
     text = fitted(messy).summary()
     for name in ("colour", "x", "size", "x_na", "3 rare rows pooled"):
         assert name in text
+
+
+@pytest.mark.parametrize("transform", ["none", "log1p"])
+def test_the_target_scaling_is_saved_and_restored_exactly(transform):
+    frame = pd.DataFrame({"x": np.arange(50.0), "price": np.linspace(10, 900, 50) ** 1.3})
+    pre = TabularPreprocessor(ColumnSpec("price", continuous=["x"]), task="regression",
+                              target_transform=transform).fit(frame)
+    loaded = TabularPreprocessor.from_state_dict(pre.state_dict())
+    assert loaded.target_scaling == pre.target_scaling and pre.target_scaling.log1p == (transform == "log1p")
+    z = pre.transform(frame)["target"]
+    assert torch.equal(z, loaded.transform(frame)["target"]) and abs(float(z.mean())) < 1e-5
+    torch.testing.assert_close(pre.target_scaling.decode(z), torch.tensor(frame["price"].to_numpy(np.float32)),
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_log1p_refuses_targets_it_cannot_take():
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0.5, -2.0, 3.25]})
+    with pytest.raises(DataValidationError, match="values <= -1"):
+        TabularPreprocessor(ColumnSpec("y", continuous=["x"]), task="regression", target_transform="log1p").fit(frame)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mmtab.data.columns import ColumnSpec, did_you_mean
 from mmtab.data.dataset import BatchLoader, TensorTable
-from mmtab.data.preprocessing import MIN_CATEGORY_COUNT, TabularPreprocessor
+from mmtab.data.preprocessing import MIN_CATEGORY_COUNT, TabularPreprocessor, TargetTransform
 from mmtab.data.tokenization import MAX_LENGTH
 from mmtab.errors import ConfigError, DataValidationError
 from mmtab.tasks import TaskName, get_task, infer_task
@@ -122,6 +123,9 @@ class TabularTextDataModule(pl.LightningDataModule):
             tokenizer tokenises the text columns, and the CLI links it into the model's text branch,
             so a config names it once and the two can never disagree.
         max_length: texts are truncated to this many tokens.
+        target_transform: ``log1p`` for a skewed positive regression target (prices, counts): the
+            model learns ``log1p(y)``, standardised; predictions and metrics stay in the target's units.
+            Regression targets are always standardised on the training rows.
         length_buckets: draw each training batch from texts of similar length. It saves padding
             while the encoder trains, but it also makes each batch a skewed sample (length goes
             with content), and the BatchNorm layers of the head and the tabular branch learn
@@ -150,6 +154,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         min_category_count: int = MIN_CATEGORY_COUNT,
         text_model: str | None = None,
         max_length: int = MAX_LENGTH,
+        target_transform: TargetTransform = "none",
         length_buckets: bool = True,
     ) -> None:
         super().__init__()
@@ -170,6 +175,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or 4 * batch_size
         self.min_category_count = min_category_count
         self.text_model, self.max_length = text_model, max_length
+        self.target_transform = target_transform
         self.length_buckets = length_buckets
         self._frames: dict[str, pd.DataFrame] | None = None
         self._given_frame: pd.DataFrame | None = None
@@ -291,7 +297,8 @@ class TabularTextDataModule(pl.LightningDataModule):
         """Fitted on the training split on first access (or restored from a checkpoint)."""
         if self._preprocessor is None:
             pre = TabularPreprocessor(self.spec, task=self.task, min_category_count=self.min_category_count,
-                                      text_model=self.text_model, max_length=self.max_length)
+                                      text_model=self.text_model, max_length=self.max_length,
+                                      target_transform=self.target_transform)
             self._preprocessor = pre.fit(self.frames["train"])
         return self._preprocessor
 
@@ -300,6 +307,12 @@ class TabularTextDataModule(pl.LightningDataModule):
         """What the data decides about the model: linked into the model config by the CLI."""
         pre = self.preprocessor
         return {"cardinalities": pre.cardinalities, "n_cont": len(pre.continuous_names)}
+
+    @property
+    def target_scaling(self) -> dict[str, Any] | None:
+        """How the regression target was standardised (linked into the module by the CLI); None otherwise."""
+        scaling = self.preprocessor.target_scaling
+        return None if scaling is None else asdict(scaling)
 
     @property
     def n_outputs(self) -> int:

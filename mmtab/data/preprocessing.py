@@ -19,8 +19,8 @@ so one object turns any frame into every input the model takes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,12 +29,13 @@ import torch
 from mmtab.data.columns import ColumnSpec
 from mmtab.data.tokenization import MAX_LENGTH, TextTokenizer
 from mmtab.errors import ConfigError, DataValidationError
-from mmtab.tasks import Task, TaskName, get_task, infer_task
+from mmtab.tasks import TargetScaling, Task, TaskName, get_task, infer_task
 
 UNKNOWN = 0
 MISSING = 1
 _N_RESERVED = 2
 MIN_CATEGORY_COUNT = 10  # the one default of data.min_category_count
+TargetTransform = Literal["none", "log1p"]
 # Normalised numbers are clipped at this many training standard deviations: a new row's 1e300 where
 # training saw values near 1 would not fit a float32 input, and nothing is learned that far out.
 CLIP_STDS = 1e6
@@ -65,7 +66,7 @@ class TabularPreprocessor:
 
     def __init__(self, spec: ColumnSpec, *, task: TaskName | None = None,
                  min_category_count: int = MIN_CATEGORY_COUNT, text_model: str | None = None,
-                 max_length: int = MAX_LENGTH) -> None:
+                 max_length: int = MAX_LENGTH, target_transform: TargetTransform = "none") -> None:
         if min_category_count < 1:
             raise ConfigError(f"data.min_category_count must be >= 1, got {min_category_count}")
         if spec.text and text_model is None:
@@ -82,6 +83,8 @@ class TabularPreprocessor:
         self.means: list[float] = []
         self.stds: list[float] = []
         self.classes: list[Any] = []
+        self.target_transform = target_transform
+        self.target_scaling: TargetScaling | None = None  # regression only: z = (f(y) - mean) / std
         self.fitted = False
 
     # ----------------------------------------------------------------------------------- fitting
@@ -102,6 +105,13 @@ class TabularPreprocessor:
         if self.task.classification:
             self.classes = sorted(pd.unique(train[spec.target].dropna()).tolist())
         problems = self.task.class_problems(self.classes, spec.target)
+        if not self.task.classification:
+            raw = self.task.encode_target(train[spec.target], [])[0].double().numpy()
+            if self.target_transform == "log1p" and (raw <= -1).any():
+                problems.append(f"target {spec.target!r} has values <= -1, which data.target_transform: log1p cannot "
+                                "take: use it for positive targets only")
+            else:
+                self.target_scaling = TargetScaling.fit(raw, log1p=self.target_transform == "log1p")
         if problems:
             raise DataValidationError(problems, "the training rows")
         self.fitted = True
@@ -179,7 +189,7 @@ class TabularPreprocessor:
         encoded, problems = self.task.encode_target(target, self.classes)
         if problems:
             raise DataValidationError(problems, "the rows to transform")
-        return encoded
+        return self.target_scaling.encode(encoded) if self.target_scaling is not None else encoded
 
     def _check_fitted(self) -> None:
         if not self.fitted:
@@ -204,17 +214,21 @@ class TabularPreprocessor:
             "means": list(self.means),
             "stds": list(self.stds),
             "classes": [c.item() if hasattr(c, "item") else c for c in self.classes],
+            "target_transform": self.target_transform,
+            "target_scaling": None if self.target_scaling is None else asdict(self.target_scaling),
         }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> TabularPreprocessor:
         pre = cls(ColumnSpec(**state["spec"]), task=state["task"], min_category_count=state["min_category_count"],
-                  text_model=state["text_model"], max_length=state["max_length"])
+                  text_model=state["text_model"], max_length=state["max_length"],
+                  target_transform=state["target_transform"])
         pre.vocabs = {c: CategoryVocab(**v) for c, v in state["vocabs"].items()}
         pre.fill_values = dict(state["fill_values"])
         pre.na_flag_cols = list(state["na_flag_cols"])
         pre.means, pre.stds = list(state["means"]), list(state["stds"])
         pre.classes = list(state["classes"])
+        pre.target_scaling = None if state["target_scaling"] is None else TargetScaling(**state["target_scaling"])
         pre.fitted = True
         return pre
 
@@ -222,6 +236,10 @@ class TabularPreprocessor:
         """One line per column: what was learned, so nothing about preprocessing is hidden."""
         self._check_fitted()
         lines = [f"task={self.task.name}" + (f" classes={self.classes}" if self.classes else "")]
+        if self.target_scaling is not None:
+            t = self.target_scaling
+            lines.append(f"target {self.spec.target}: {'log1p, ' if t.log1p else ''}standardised with "
+                         f"mean={t.mean:.4g} std={t.std:.4g} (outputs are mapped back to the target's units)")
         for col, v in self.vocabs.items():
             lines.append(f"cat  {col}: {len(v.levels)} levels (+unknown, missing), "
                          f"{v.n_pooled_rows} rare rows pooled into unknown"

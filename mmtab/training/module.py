@@ -7,6 +7,8 @@ in ``configure_optimizers`` and checked again at fit start; the table of groups 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -19,7 +21,7 @@ from mmtab.data.dataset import epoch_seed
 from mmtab.errors import ConfigError, NonFiniteLossError
 from mmtab.models.fusion_model import FusionModel
 from mmtab.pretrained import resolve_pretrained
-from mmtab.tasks import TaskName, get_task
+from mmtab.tasks import TargetScaling, TaskName, get_task
 from mmtab.training.losses import loss_weights, weighted_mean
 from mmtab.training.param_groups import PartHparams, build_param_groups, check_optimizer, format_param_groups
 from mmtab.training.schedule import OneCycle
@@ -39,6 +41,10 @@ class MultimodalModule(pl.LightningModule):
         scheduler: the learning-rate schedule, stepped every batch; ``null`` for a constant rate.
         class_weights: one weight per class (in the order of the fitted classes), multiplied into
             each row's weight in the loss.
+        target_scaling: how the data standardised a regression target (``mean``, ``std``,
+            ``log1p``; the CLI links it from ``data.target_scaling``, in Python pass
+            ``dm.target_scaling``). The model learns the standardised target; metrics, predictions
+            and the head's ``y_range`` are in the target's own units.
         init_from: a checkpoint of any module with a text branch (a text-only model fine-tuned on
             the target, say) whose text branch weights start this model's text branch; applied when
             fitting starts, before a resumed run restores its own weights. Missing or unexpected keys
@@ -56,6 +62,7 @@ class MultimodalModule(pl.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: OneCycle | None = OneCycle(),  # noqa: B008 -- a frozen-in-place default, never mutated
         class_weights: list[float] | None = None,
+        target_scaling: dict[str, Any] | None = None,
         init_from: str | None = None,
     ) -> None:
         super().__init__()
@@ -80,6 +87,11 @@ class MultimodalModule(pl.LightningModule):
         for name, hp in self.parts.items():
             if hp.frozen:
                 net.freeze(name)
+        self.target_scaling = TargetScaling(**target_scaling) if target_scaling else None
+        if self.target_scaling is not None and net.head.y_range is not None:
+            # y_range is given in the target's units; the head works in the standardised ones
+            lo, hi = self.target_scaling.encode(torch.tensor(net.head.y_range, dtype=torch.float64)).tolist()
+            net.head.y_range = (lo, hi)
         self.val_metrics = self.task.metrics(n_outputs).clone(prefix="val_")
         self.test_metrics = self.task.metrics(n_outputs).clone(prefix="test_")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -116,7 +128,8 @@ class MultimodalModule(pl.LightningModule):
         metrics, mean_loss = (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics,
                                                                                       self.test_loss)
         mean_loss.update(losses.detach(), 1.0 if weights is None else weights)  # exact sum(w*l)/sum(w)
-        metrics.update(self.task.metric_inputs(output.detach()), batch["target"])
+        metrics.update(self.in_target_units(self.task.metric_inputs(output.detach())),
+                       self.in_target_units(batch["target"]))
         self.log(f"{stage}_loss", mean_loss, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
         return loss
@@ -132,7 +145,7 @@ class MultimodalModule(pl.LightningModule):
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         output = self.net(batch)
-        out = {"output": self.task.activate(output)}
+        out = {"output": self.in_target_units(self.task.activate(output))}
         if "target" in batch:
             out["loss"] = self.task.loss(output.float(), batch["target"])
         return out
@@ -152,6 +165,10 @@ class MultimodalModule(pl.LightningModule):
             return  # `validate` prints its own table
         shown = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val_")}
         rank_zero_info(f"epoch {self.current_epoch}: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
+
+    def in_target_units(self, values: Tensor) -> Tensor:
+        """Standardised regression values -> the target's units (anything else passes through)."""
+        return values if self.target_scaling is None else self.target_scaling.decode(values.float())
 
     def _non_finite_message(self, loss: Tensor, losses: Tensor, batch: Mapping[str, Tensor]) -> str:
         rows = batch.get("row", torch.arange(len(losses), device=losses.device))
@@ -179,6 +196,7 @@ class MultimodalModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self._fit_seed = torch.initial_seed()  # what seed_everything set; the base of every epoch's seed
         check_text_model(self.net, getattr(self.trainer, "datamodule", None))
+        check_target_scaling(self, getattr(self.trainer, "datamodule", None))
         for optimizer in self.trainer.optimizers:
             check_optimizer(self.net, optimizer)
             rank_zero_info("mmtab param groups (peak lr per part):\n" + format_param_groups(optimizer))
@@ -193,6 +211,15 @@ def check_text_model(net: FusionModel, datamodule: object) -> None:
     if resolve_pretrained(net.text.pretrained) != resolve_pretrained(data_model):
         raise ConfigError(f"the text branch is {net.text.pretrained!r} but the data is tokenised for {data_model!r}: "
                          "name one text model for both (data.text_model under the CLI)")
+
+
+def check_target_scaling(module: MultimodalModule, datamodule: object) -> None:
+    """The module must map outputs back with the scaling the data applied to the targets."""
+    data = getattr(datamodule, "target_scaling", None)
+    own = None if module.target_scaling is None else asdict(module.target_scaling)
+    if datamodule is not None and hasattr(datamodule, "target_scaling") and data != own:
+        raise ConfigError(f"the data standardises the target ({data}) but the module was given target_scaling={own}: "
+                          "build the module with target_scaling=datamodule.target_scaling (the CLI links it)")
 
 
 def load_text_branch(net: FusionModel, checkpoint: str) -> None:
