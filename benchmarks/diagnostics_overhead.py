@@ -13,10 +13,9 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from fastai_parity import DATA, reference_split, run_mmtab  # the same timed training loop
+from fastai_parity import DATA, reference_split, run_mmtab, split_column  # the same timed training loop
 
 from mmtab.diagnostics.activation_stats import ActivationStats
 
@@ -26,9 +25,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     df = pd.read_parquet(DATA)
-    train_idx, valid_idx = reference_split(df)
-    split = np.full(len(df), "train", dtype=object)
-    split[valid_idx] = "valid"
+    _, valid_idx = reference_split(df)
+    split = split_column(df, valid_idx)
     settings = {"off": lambda: (), "every_step": lambda: (ActivationStats(log=False, plot=False),),
                 "every_10_steps": lambda: (ActivationStats(every_n_steps=10, log=False, plot=False),)}
     best = {name: 0.0 for name in settings}

@@ -46,6 +46,13 @@ def reference_split(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return train_test_split(np.arange(len(df)), test_size=0.2, random_state=42, stratify=df[TARGET])
 
 
+def split_column(df: pd.DataFrame, valid_idx: np.ndarray) -> np.ndarray:
+    """``train`` / ``valid`` per row, for ``data.split_col``."""
+    split = np.full(len(df), "train", dtype=object)
+    split[valid_idx] = "valid"
+    return split
+
+
 def score(y_true: np.ndarray, p_positive: np.ndarray) -> dict[str, float]:
     return {"accuracy": float(accuracy_score(y_true, p_positive > 0.5)),
             "auroc": float(roc_auc_score(y_true, p_positive))}
@@ -135,8 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     df = pd.read_parquet(DATA)
     train_idx, valid_idx = reference_split(df)
-    split = np.full(len(df), "train", dtype=object)
-    split[valid_idx] = "valid"
+    split = split_column(df, valid_idx)
     results: dict[str, list[dict[str, float]]] = {"fastai": [], "mmtab": []}
     with tempfile.TemporaryDirectory() as tmp:
         split_file = Path(tmp) / "adult_split.parquet"

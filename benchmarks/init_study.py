@@ -21,8 +21,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.model_selection import train_test_split
+from fastai_parity import CAT, CONT, DATA, reference_split, split_column  # adult's columns and split
 
 from mmtab import FusionModel, GeneralRelu, MultimodalModule, TabularMLP, TabularTextDataModule
 from mmtab.diagnostics.activation_stats import ActivationStats
@@ -32,8 +31,6 @@ from mmtab.diagnostics.plots import _pyplot, plot_activation_stats
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "init_study"
 README_PLOTS = ROOT / "docs" / "diagnostics"
-CAT = ["workclass", "education", "marital-status", "occupation", "relationship", "race", "gender", "native-country"]
-CONT = ["age", "fnlwgt", "educational-num", "capital-gain", "capital-loss", "hours-per-week"]
 THRESHOLD = 0.40  # training loss; the class prior alone gives 0.55, a trained model about 0.30
 INITS = {"default": {}, "kaiming": {"tabular": "kaiming", "head": "kaiming"},
          "lsuv": {"tabular": "lsuv"}, "lsuv_general_relu": {"tabular": "lsuv"}}
@@ -128,11 +125,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=1e-2)
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    frame = pd.read_parquet(ROOT / "data" / "adult.parquet")
-    _, valid = train_test_split(np.arange(len(frame)), test_size=0.2, random_state=42, stratify=frame["income"])
-    frame = frame.assign(split="train")
-    frame.loc[valid, "split"] = "valid"
+    frame = pd.read_parquet(DATA)
+    _, valid = reference_split(frame)
+    frame = frame.assign(split=split_column(frame, valid))
     RESULTS.mkdir(parents=True, exist_ok=True)
     results = {init: [run(frame, init, seed, args) for seed in args.seeds] for init in INITS}
     steps_per_epoch = (frame["split"] == "train").sum() // args.batch_size

@@ -34,6 +34,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from mmtab.data.columns import first_values
 from mmtab.errors import ConfigError
 
 TaskName = Literal["binary", "multiclass", "regression"]
@@ -87,7 +88,7 @@ class _Classification(Task):
         codes = pd.Categorical(values, categories=list(classes)).codes
         bad = values[codes < 0]
         problems = [f"target column {values.name!r} has values not seen in the training rows "
-                    f"({_rows(bad)}); known classes: {list(classes)}"] if len(bad) else []
+                    f"({first_values(bad)}); known classes: {list(classes)}"] if len(bad) else []
         return torch.from_numpy(codes.astype(np.int64)), problems
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
@@ -147,7 +148,7 @@ class RegressionTask(Task):
     def encode_target(self, values: pd.Series, classes: Sequence[Any]) -> tuple[Tensor, list[str]]:
         numbers = pd.to_numeric(values, errors="coerce")
         bad = values[numbers.isna() & values.notna()]
-        problems = [f"target column {values.name!r} has non-numeric values ({_rows(bad)}): a regression "
+        problems = [f"target column {values.name!r} has non-numeric values ({first_values(bad)}): a regression "
                     "target must be numbers"] if len(bad) else []
         return torch.from_numpy(numbers.to_numpy(dtype=np.float32)), problems
 
@@ -204,10 +205,6 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}: use one of {sorted(TASKS)}")
     return TASKS[name]
-
-
-def _rows(bad: pd.Series) -> str:
-    return "first rows: " + ", ".join(f"{i}: {v!r}" for i, v in bad.head(5).items())
 
 
 def infer_task(target: pd.Series) -> TaskName:

@@ -7,14 +7,12 @@ import pytest
 import torch
 
 from mmtab.diagnostics.lr_finder import find_lr
-from mmtab.training.param_groups import build_param_groups
 
 from .conftest import adult_datamodule, fusion_module, reviews_datamodule, tabular_module
 
 
 def optimizer_with_state(module, dm):
-    optimizer = module.optimizer_factory(build_param_groups(module.net, module.parts, lr=module.lr,
-                                                            weight_decay=module.weight_decay))
+    optimizer = module.build_optimizer()
     for batch in list(dm.train_dataloader())[:3]:  # some Adam state to keep
         _, losses, weights = module.per_sample_losses(batch)
         losses.mean().backward()
@@ -54,8 +52,7 @@ def test_a_frozen_part_stays_frozen_through_the_sweep(tiny_bert, reviews_sample)
     def check(opt, args, kwargs):  # before every step of the sweep: the frozen encoder has not moved
         changed.extend(k for k, v in module.net.text.state_dict().items() if not torch.equal(v, text[k]))
 
-    optimizer = module.optimizer_factory(build_param_groups(module.net, module.parts, lr=module.lr,
-                                                            weight_decay=module.weight_decay))
+    optimizer = module.build_optimizer()
     optimizer.register_step_post_hook(check)
     find_lr(module, dm.train_dataloader(), optimizer=optimizer, num_steps=12)
     assert not changed and module.net.frozen == {"text"}

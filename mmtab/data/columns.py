@@ -30,6 +30,10 @@ class ColumnSpec:
     def feature_columns(self) -> list[str]:
         return [*self.categorical, *self.continuous, *self.text]
 
+    def columns(self, *, labelled: bool = True) -> list[str]:
+        """The columns a table needs: the features, and with `labelled` the target and weight."""
+        return self.feature_columns + ([self.target, *([self.weight] if self.weight else [])] if labelled else [])
+
     def role_problems(self) -> list[str]:
         """Problems with the spec itself (no data needed)."""
         problems: list[str] = []
@@ -61,10 +65,7 @@ class ColumnSpec:
         problems: list[str] = []
         if len(df) == 0:
             problems.append("the table has no rows")
-        needed = list(self.feature_columns)
-        if labelled:
-            needed += [self.target] + ([self.weight] if self.weight else [])
-        for col in (c for c in needed if c not in df.columns):
+        for col in (c for c in self.columns(labelled=labelled) if c not in df.columns):
             problems.append(f"column {col!r} is not in the table{did_you_mean(col, df.columns)}")
         present = set(df.columns)
         for col in (c for c in self.continuous if c in present):
@@ -117,6 +118,11 @@ def _numeric_problems(df: pd.DataFrame, col: str, role: str, fix: str, *, check_
 
 def _examples(values: pd.Series, mask: pd.Series) -> str:
     return ", ".join(f"row {i}: {v!r}" for i, v in values[mask].head(_MAX_ROWS_SHOWN).items())
+
+
+def first_values(values: pd.Series) -> str:
+    """``first rows: 3: 'x', 8: 'y'``: the offending values with their rows, for a message."""
+    return "first rows: " + ", ".join(f"{i}: {v!r}" for i, v in values.head(_MAX_ROWS_SHOWN).items())
 
 
 def _first_rows(mask: pd.Series) -> str:

@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from mmtab.data.columns import ColumnSpec, did_you_mean
+from mmtab.data.columns import ColumnSpec, did_you_mean, first_values
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import MIN_CATEGORY_COUNT, TabularPreprocessor, TargetTransform
-from mmtab.data.tokenization import MAX_LENGTH
+from mmtab.data.tokenization import MAX_LENGTH, is_text
 from mmtab.errors import ConfigError, DataValidationError
-from mmtab.tasks import TaskName, get_task, infer_task
+from mmtab.tasks import Task, TaskName, get_task, infer_task
 
 DEFAULT_VALID_PCT = 0.2
 log = logging.getLogger("mmtab")
@@ -64,10 +64,6 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.Dat
     wanted = set(columns or ())
     keep = [name for name in header if name in wanted] or None
     return pd.read_parquet(path, columns=keep) if suffix == ".parquet" else pd.read_csv(path, sep=sep, usecols=keep)
-
-
-def _rows(values: pd.Series) -> str:
-    return "first rows: " + ", ".join(f"{i}: {v!r}" for i, v in values.head(5).items())
 
 
 def _separator_hint(df: pd.DataFrame) -> str:
@@ -203,7 +199,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         if problems:
             raise DataValidationError(problems, "the data config")
         where = "the data" if self._given_frame is not None else f"data file {self.path!r}"
-        needed = [*self.spec.feature_columns, self.spec.target, *([self.spec.weight] if self.spec.weight else [])]
+        needed = self.spec.columns()
         df = self._given_frame if self._given_frame is not None else read_table(self.path, [*needed, self.split_col])
         missing = [c for c in needed if c not in df.columns]
         if missing:  # no split can be checked without its columns
@@ -216,7 +212,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         elif self.split_col:
             frames = self._split_by_column(df)
         else:
-            labels = df[self.spec.target] if self._stratify(df) else None
+            labels = df[self.spec.target] if self._task(df).classification else None  # stratified by class
             is_valid = stratified_split(labels, len(df), self.valid_pct, self.seed)
             frames = {"train": df[~is_valid], "valid": df[is_valid]}
         if self.test_path:
@@ -240,7 +236,7 @@ class TabularTextDataModule(pl.LightningDataModule):
                 notes.append(f"continuous column {col!r} is constant in the training rows ({train[col].iloc[0]!r}): "
                              "it cannot help the model")
         for col in self.spec.text:
-            if not (train[col].notna() & train[col].astype(str).str.strip().ne("")).any():
+            if not is_text(train[col]).any():
                 notes.append(f"text column {col!r} is empty in every training row: the text branch learns only "
                              "its 'no text' vector from it")
         return notes
@@ -257,7 +253,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         target, train = self.spec.target, frames["train"]
         if problems or not len(train):
             return problems
-        task = get_task(self.task or infer_task(train[target]))
+        task = self._task(train)
         if task.classification:
             try:
                 classes = sorted(pd.unique(train[target]).tolist())
@@ -270,13 +266,13 @@ class TabularTextDataModule(pl.LightningDataModule):
                 unseen = frame[target][~frame[target].isin(classes)]
                 if name != "train" and len(unseen):
                     problems.append(f"{name} split: target {target!r} has classes that are not in the training rows "
-                                    f"({_rows(unseen)}): a model cannot learn a class it never sees; move such "
+                                    f"({first_values(unseen)}): a model cannot learn a class it never sees; move such "
                                     "rows into training or drop them")
         return problems
 
-    def _stratify(self, df: pd.DataFrame) -> bool:
-        """Classification targets split stratified by class (the task as given, or as the rows suggest)."""
-        return get_task(self.task or infer_task(df[self.spec.target])).classification
+    def _task(self, rows: pd.DataFrame) -> Task:
+        """The task as configured, or as these rows' target suggests (the preprocessor decides it for good)."""
+        return get_task(self.task or infer_task(rows[self.spec.target]))
 
     def _split_by_column(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         col = self.split_col
@@ -286,8 +282,8 @@ class TabularTextDataModule(pl.LightningDataModule):
         names = df[col].astype(str).str.lower().map(_SPLIT_NAMES)
         bad = df[col][names.isna()]
         if len(bad):
-            raise DataValidationError([f"split_col {col!r} has values other than train/valid/test ({_rows(bad)})"],
-                                      str(self.path))
+            raise DataValidationError([f"split_col {col!r} has values other than train/valid/test "
+                                       f"({first_values(bad)})"], str(self.path))
         present = set(names)  # train and valid always (an empty one is reported), test when there is one
         return {name: df[names == name] for name in ("train", "valid", "test") if name != "test" or name in present}
 

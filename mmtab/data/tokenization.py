@@ -21,13 +21,18 @@ SEPARATOR = " | "
 MAX_LENGTH = 128  # the one default of data.max_length
 
 
+def is_text(values: pd.Series) -> pd.Series:
+    """Which values count as text: present and not blank."""
+    return values.notna() & values.astype(str).str.strip().ne("")
+
+
 def join_text_columns(frame: pd.DataFrame, columns: list[str]) -> tuple[list[str], np.ndarray]:
     """(joined texts, has_text flags). A value counts as text when it is present and not blank."""
     parts = []
     present = np.zeros(len(frame), dtype=bool)
     for col in columns:
         values = frame[col]
-        ok = (values.notna() & values.astype(str).str.strip().ne("")).to_numpy()
+        ok = is_text(values).to_numpy()
         present |= ok
         labelled = (col + ": " + values.astype(str)).where(ok, "")
         parts.append(labelled.to_numpy(dtype=object))

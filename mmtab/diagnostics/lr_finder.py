@@ -21,7 +21,6 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from mmtab.training.losses import weighted_mean
-from mmtab.training.param_groups import build_param_groups
 
 
 @dataclass
@@ -67,8 +66,7 @@ def find_lr(module, batches: Iterable[Mapping[str, Tensor]], *, optimizer: Optim
     saved_optimizer = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     was_training = module.training
     if optimizer is None:
-        optimizer = module.optimizer_factory(build_param_groups(module.net, module.parts, lr=module.lr,
-                                                                weight_decay=module.weight_decay))
+        optimizer = module.build_optimizer()
     base = [g.get("max_lr", g["lr"]) for g in optimizer.param_groups]
     names = [g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups)]
     scales = np.geomspace(min_scale, max_scale, num_steps).tolist()

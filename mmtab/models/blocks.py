@@ -47,8 +47,8 @@ class GeneralRelu(nn.Module):
 class LinBnDrop(nn.Sequential):
     """``linear -> act -> bn -> drop``, with stable submodule names for param groups and freezing."""
 
-    def __init__(self, in_features: int, out_features: int, *, bn: bool = True, dropout: float = 0.0,
-                 activation: ActivationFactory | None = None) -> None:
+    def __init__(self, in_features: int, out_features: int, *, bn: bool, dropout: float,
+                 activation: ActivationFactory | None) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, out_features, bias=not bn)
         self.act = activation() if activation is not None else nn.ReLU(inplace=True)

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 
 from mmtab.data.dataset import epoch_seed
@@ -23,7 +24,13 @@ from mmtab.models.fusion_model import FusionModel
 from mmtab.pretrained import resolve_pretrained
 from mmtab.tasks import TargetScaling, TaskName, get_task
 from mmtab.training.losses import loss_weights, weighted_mean
-from mmtab.training.param_groups import PartHparams, build_param_groups, check_optimizer, format_param_groups
+from mmtab.training.param_groups import (
+    PartHparams,
+    build_param_groups,
+    check_optimizer,
+    check_part_names,
+    format_param_groups,
+)
 from mmtab.training.schedule import OneCycle
 
 
@@ -80,10 +87,7 @@ class MultimodalModule(pl.LightningModule):
             raise ConfigError(f"class_weights has {len(class_weights)} values; the model has {n_outputs} "
                              f"outputs for a {task} task: give one weight per class, or none")
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights))
-        unknown = sorted(set(self.parts) - set(net.parts()))
-        if unknown:
-            raise ConfigError(f"model.parts names {unknown}, which this model does not have; its parts are "
-                              f"{sorted(net.parts())}")
+        check_part_names(net, self.parts)
         for name, hp in self.parts.items():
             if hp.frozen:
                 net.freeze(name)
@@ -152,13 +156,17 @@ class MultimodalModule(pl.LightningModule):
 
     # -------------------------------------------------------------------------------- optimizer
     def configure_optimizers(self):  # type: ignore[override]
-        groups = build_param_groups(self.net, self.parts, lr=self.lr, weight_decay=self.weight_decay)
-        optimizer = self.optimizer_factory(groups)
+        optimizer = self.build_optimizer()
         if self.scheduler is None:
             return optimizer
         total = self.trainer.estimated_stepping_batches
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": self.scheduler.build(optimizer, int(total)), "interval": "step"}}
+
+    def build_optimizer(self) -> Optimizer:
+        """The optimizer over one param group per part, built from the live model (no schedule)."""
+        return self.optimizer_factory(build_param_groups(self.net, self.parts, lr=self.lr,
+                                                         weight_decay=self.weight_decay))
 
     def on_validation_end(self) -> None:
         if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
@@ -215,9 +223,11 @@ def check_text_model(net: FusionModel, datamodule: object) -> None:
 
 def check_target_scaling(module: MultimodalModule, datamodule: object) -> None:
     """The module must map outputs back with the scaling the data applied to the targets."""
-    data = getattr(datamodule, "target_scaling", None)
+    if not hasattr(datamodule, "target_scaling"):
+        return
+    data = datamodule.target_scaling
     own = None if module.target_scaling is None else asdict(module.target_scaling)
-    if datamodule is not None and hasattr(datamodule, "target_scaling") and data != own:
+    if data != own:
         raise ConfigError(f"the data standardises the target ({data}) but the module was given target_scaling={own}: "
                           "build the module with target_scaling=datamodule.target_scaling (the CLI links it)")
 

@@ -8,7 +8,7 @@ and the optimizer skips parameters without a gradient, so unfreezing needs no ne
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +41,8 @@ def build_param_groups(model: nn.Module, parts: Mapping[str, PartHparams], *, lr
                        weight_decay: float) -> list[dict[str, Any]]:
     """``[{"name": part, "params": [...], "lr": ..., "weight_decay": ...}, ...]`` for every child with
     parameters. Raises if `parts` names a child the model lacks, or if a parameter is left out."""
+    check_part_names(model, parts)
     children = dict(model.named_children())
-    unknown = sorted(set(parts) - set(children))
-    if unknown:
-        raise ParamGroupError(f"parts {unknown} are not in the model; its parts are {sorted(children)}")
     groups = []
     for name, child in children.items():
         params = list(child.parameters())
@@ -56,6 +54,14 @@ def build_param_groups(model: nn.Module, parts: Mapping[str, PartHparams], *, lr
                        "weight_decay": weight_decay if hp.weight_decay is None else hp.weight_decay})
     check_partition(model, groups)
     return groups
+
+
+def check_part_names(model: nn.Module, names: Iterable[str]) -> None:
+    """Every name is one of the model's parts (its top-level children)."""
+    children = dict(model.named_children())
+    unknown = sorted(set(names) - set(children))
+    if unknown:
+        raise ParamGroupError(f"parts {unknown} are not in the model; its parts are {sorted(children)}")
 
 
 def check_partition(model: nn.Module, groups: list[dict[str, Any]]) -> None:
