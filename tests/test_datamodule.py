@@ -161,3 +161,10 @@ def test_only_the_columns_the_config_names_are_read(adult_sample, tmp_path, suff
     dm = TabularTextDataModule(path=str(path), target="income", categorical_cols=["education"],
                                continuous_cols=["age"], weight_col=None)
     assert set(dm.frames["train"].columns) == {"education", "age", "income"}
+
+
+def test_a_plain_python_loop_gets_a_new_order_each_epoch(adult_sample):
+    """Without a trainer (a user's own loop) each pass over the training loader is a new epoch."""
+    loader = adult_datamodule(adult_sample).train_dataloader()
+    first, second = ([b["row"][:8].tolist() for b in loader][0] for _ in range(2))
+    assert first != second

@@ -363,10 +363,12 @@ class TabularTextDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("train"), batch_size=self.batch_size, shuffle=True, drop_last=True,
-                           seed=self.seed, bucket=self.length_buckets, epoch=self._current_epoch)
+                           seed=self.seed, bucket=self.length_buckets,
+                           epoch=None if self.trainer is None else self._trainer_epoch)
 
-    def _current_epoch(self) -> int:
-        return self.trainer.current_epoch if self.trainer is not None else 0
+    def _trainer_epoch(self) -> int:
+        # the trainer's epoch, which a checkpoint restores; in a plain loop the loader counts passes
+        return self.trainer.current_epoch
 
     def val_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size, by_length=True)
