@@ -157,6 +157,13 @@ def quiet_third_party_output() -> None:
     """What `mmtab` prints is what the user needs: the groups table, the preprocessing summary, one line
     per epoch. Set by the command line only, never at import."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropNoise())
+    own = logging.getLogger("mmtab")  # mmtab's own notes (data warnings, the text-embedding cache line)
+    if not own.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        own.addHandler(handler)
+        own.setLevel(logging.INFO)
+        own.propagate = False
     warnings.filterwarnings("ignore", message=r"Starting from v1.9.0, `tensorboardX` has been removed")
     # predict/validate restore a fit's checkpoint callbacks into a run with no logger: nothing is lost
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")

@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+
+# Frozen-encoder vectors go to a cache folder of the test session's own (CLI runs in subprocesses
+# inherit it), never to the user's ~/.cache/mmtab.
+os.environ["MMTAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmtab-test-cache-")
 
 import lightning.pytorch as pl
 import numpy as np

@@ -37,47 +37,6 @@ def test_rows_without_text_get_the_learned_no_text_vector(encoder):
     assert torch.all(out[1] == 0.5) and not torch.all(out[0] == 0.5)
 
 
-def test_a_frozen_encoder_computes_each_text_once(encoder):
-    calls = []
-    encoder.encoder.register_forward_hook(lambda *_: calls.append(1))
-    first = batch_of([[2, 10, 11, 3], [2, 12, 3, 0]], [[1, 1, 1, 1], [1, 1, 1, 0]])
-    a = encoder(first, frozen=True)
-    b = encoder(batch_of([[2, 12, 3, 0], [2, 10, 11, 3]], [[1, 1, 1, 0], [1, 1, 1, 1]]), frozen=True)  # new order
-    assert len(calls) == 1
-    torch.testing.assert_close(a[0], b[1])
-    torch.testing.assert_close(a[1], b[0], atol=1e-5, rtol=1e-5)
-    encoder(first)  # unfrozen: computed every time, cache dropped
-    assert len(calls) == 2 and len(encoder.cache) == 0
-
-
-def test_the_cache_fills_in_length_groups_and_returns_rows_in_batch_order(encoder):
-    torch.manual_seed(0)
-    lengths = torch.randint(3, 30, (40,))  # more rows than one fill group, lengths shuffled
-    ids = torch.zeros(40, 30, dtype=torch.long)
-    mask = torch.zeros(40, 30, dtype=torch.long)
-    for i, n in enumerate(lengths.tolist()):
-        ids[i, :n] = torch.randint(5, 100, (n,))
-        mask[i, :n] = 1
-    cached = encoder(batch_of(ids.tolist(), mask.tolist()), frozen=True)
-    for i, n in enumerate(lengths.tolist()):  # each row alone, no padding at all
-        torch.testing.assert_close(cached[i], encoder.encode(ids[i:i + 1, :n], mask[i:i + 1, :n])[0],
-                                   atol=1e-5, rtol=1e-5)
-
-
-def test_the_fusion_model_tells_its_text_branch_when_it_is_frozen(tiny_bert):
-    """`FusionModel.frozen` is the one source of truth: the encoder caches exactly while it says so."""
-    from mmtab import FusionModel
-
-    net = FusionModel(n_outputs=2, text=TextEncoder(pretrained=tiny_bert))
-    batch = batch_of([[2, 10, 11, 3], [2, 12, 3, 0]], [[1, 1, 1, 1], [1, 1, 1, 0]])
-    net.freeze("text")
-    net.eval()(batch)
-    assert len(net.text.cache) == 2 and not any(p.requires_grad for p in net.text.parameters())
-    net.unfreeze("text")
-    net(batch)
-    assert len(net.text.cache) == 0 and all(p.requires_grad for p in net.text.parameters())
-
-
 def test_remote_code_is_off_unless_asked_for(tiny_bert):
     import inspect
 

@@ -29,6 +29,12 @@ class TensorTable:
     def __getitem__(self, idx: torch.Tensor | slice) -> dict[str, torch.Tensor]:
         return {name: t[idx] for name, t in self.tensors.items()}
 
+    def put(self, name: str, tensor: torch.Tensor) -> None:
+        """Add or replace one column (a frozen encoder's vectors, say); it must have a value per row."""
+        if len(tensor) != self._len:
+            raise ValueError(f"column {name!r} has {len(tensor)} rows; the table has {self._len}")
+        self.tensors[name] = tensor
+
 
 class BatchLoader:
     """An iterable of batches (dicts of tensors) over a `TensorTable`.

@@ -203,11 +203,36 @@ class MultimodalModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._fit_seed = torch.initial_seed()  # what seed_everything set; the base of every epoch's seed
-        check_text_model(self.net, getattr(self.trainer, "datamodule", None))
-        check_target_scaling(self, getattr(self.trainer, "datamodule", None))
+        datamodule = getattr(self.trainer, "datamodule", None)
+        check_text_model(self.net, datamodule)
+        check_target_scaling(self, datamodule)
         for optimizer in self.trainer.optimizers:
             check_optimizer(self.net, optimizer)
             rank_zero_info("mmtab param groups (peak lr per part):\n" + format_param_groups(optimizer))
+        self._attach_text_embeddings("train", "valid")
+
+    # A frozen encoder's vectors are computed (or read from its cache) once per table when a stage
+    # starts, not per batch: each epoch then costs about what the tabular branch and the head cost.
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn != "fit":  # in fit, on_fit_start did it
+            self._attach_text_embeddings("valid")
+
+    def on_test_start(self) -> None:
+        self._attach_text_embeddings("test")
+
+    def on_predict_start(self) -> None:
+        self._attach_text_embeddings("predict")
+
+    def _attach_text_embeddings(self, *splits: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.net.text is None or "text" not in self.net.frozen or not hasattr(datamodule, "table"):
+            return
+        strategy = self.trainer.strategy
+        share = (self.global_rank, self.trainer.world_size, strategy.barrier) if self.trainer.world_size > 1 else None
+        for split in splits:
+            table = datamodule.table(split)
+            table.put("text_embedding", self.net.text.embed_rows(table.tensors["input_ids"],
+                                                                 table.tensors["attention_mask"], share=share))
 
 
 def check_text_model(net: FusionModel, datamodule: object) -> None:
