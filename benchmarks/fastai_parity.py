@@ -119,16 +119,21 @@ class TrainTimer(pl.Callback):
         self._stop(trainer)
 
 
-def run_mmtab(split_file: Path, valid: pd.DataFrame, seed: int, callbacks: tuple = ()) -> dict[str, float]:
-    """mmtab's fastai recipe (configs/adult.yaml) on the split; `callbacks` join the timed training."""
-    timer = TrainTimer()
-    cli = MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
-                   save_config_callback=None, args=[
+def build_mmtab(split_file: Path, seed: int, *extra: str) -> MmtabCLI:
+    """mmtab's fastai recipe (configs/adult.yaml) on the split, built and not yet trained."""
+    return MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
+                    save_config_callback=None, args=[
         "--config", str(CONFIG), f"--seed_everything={seed}", f"--data.seed={seed}",
         f"--data.path={split_file}", "--data.split_col=split",
         "--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
         "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0"])
+        "--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0", *extra])
+
+
+def run_mmtab(split_file: Path, valid: pd.DataFrame, seed: int, callbacks: tuple = ()) -> dict[str, float]:
+    """Train the recipe on the split and score it; `callbacks` join the timed training."""
+    timer = TrainTimer()
+    cli = build_mmtab(split_file, seed)
     cli.trainer.callbacks.extend([timer, *callbacks])
     cli.trainer.fit(cli.model, cli.datamodule)
     table = predict_frame(cli.model, cli.datamodule.preprocessor, valid)

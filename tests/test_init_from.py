@@ -32,12 +32,12 @@ def test_a_text_only_checkpoint_starts_the_fusion_text_branch(text_checkpoint, t
 def test_a_checkpoint_that_does_not_fit_names_the_keys(text_checkpoint, tiny_bert, reviews_sample, tmp_path):
     path, _ = text_checkpoint
     ckpt = torch.load(path, weights_only=False)
-    ckpt["state_dict"] = {k.replace("encoder.pooler", "encoder.pooler_renamed"): v
+    ckpt["state_dict"] = {k.replace("embeddings.LayerNorm", "embeddings.LayerNorm_renamed"): v
                           for k, v in ckpt["state_dict"].items()}
     bad = tmp_path / "bad.ckpt"
     torch.save(ckpt, bad)
     dm = reviews_datamodule(reviews_sample, tiny_bert)
-    with pytest.raises(ValueError, match=r"missing keys \['encoder.pooler.dense.weight'"):
+    with pytest.raises(ValueError, match=r"missing keys \['encoder.embeddings.LayerNorm.weight'"):
         fusion_module(dm, init_from=str(bad)).setup("fit")
     no_text = fusion_module(dm, text=False, init_from=str(path))
     with pytest.raises(ValueError, match="has no text branch"):

@@ -110,7 +110,8 @@ class TabularTextDataModule(pl.LightningDataModule):
         valid_path: a separate validation table, instead of splitting `path`.
         test_path: a table for `mmtab test`.
         predict_path: a table for `mmtab predict`; without it, the validation rows are predicted.
-        batch_size: training batch size.
+        batch_size: training batch size (per process under data parallelism: `--trainer.devices 4` trains
+            on 4 x batch_size rows a step).
         eval_batch_size: batch size for validation, test and predict (default: 4 x batch_size).
         min_category_count: category levels with fewer training rows are pooled into the trained
             "unknown" code.
@@ -364,17 +365,23 @@ class TabularTextDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("train"), batch_size=self.batch_size, shuffle=True, drop_last=True,
                            seed=self.seed, bucket=self.length_buckets,
-                           epoch=None if self.trainer is None else self._trainer_epoch)
+                           epoch=None if self.trainer is None else self._trainer_epoch, shard=self._shard())
 
     def _trainer_epoch(self) -> int:
         # the trainer's epoch, which a checkpoint restores; in a plain loop the loader counts passes
         return self.trainer.current_epoch
 
+    def _shard(self) -> tuple[int, int] | None:
+        """(rank, world size) under data parallelism: each process loads its own share of the rows."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return None
+        return self.trainer.global_rank, self.trainer.world_size
+
     def val_dataloader(self) -> BatchLoader:
-        return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size, by_length=True)
+        return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size, by_length=True, shard=self._shard())
 
     def test_dataloader(self) -> BatchLoader:
-        return BatchLoader(self.table("test"), batch_size=self.eval_batch_size, by_length=True)
+        return BatchLoader(self.table("test"), batch_size=self.eval_batch_size, by_length=True, shard=self._shard())
 
     def predict_dataloader(self) -> BatchLoader:  # in row order: predictions are written beside the rows
         return BatchLoader(self.table("predict"), batch_size=self.eval_batch_size)

@@ -47,12 +47,18 @@ class BatchLoader:
     on text) each batch is drawn from rows of similar length, the batches then shuffled, so little
     compute goes to padding. ``by_length=True`` (for evaluation, where order does not matter) serves
     the rows sorted by length.
+
+    `shard` is ``(rank, world_size)`` under data parallelism. Training: every process draws the same
+    epoch order and takes every ``world_size``-th batch of it (the same number each, as DDP needs), so
+    one step of the world covers the rows that one step of a single process with a ``world_size``
+    times larger batch would. Evaluation: each process takes every ``world_size``-th row, so every row
+    is evaluated exactly once and the metrics, synced over processes, are those of one process.
     """
 
     def __init__(self, table: TensorTable, *, batch_size: int, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, bucket: bool = False,
                  bucket_batches: int = 50, by_length: bool = False,
-                 epoch: Callable[[], int] | None = None) -> None:
+                 epoch: Callable[[], int] | None = None, shard: tuple[int, int] | None = None) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.table = table
@@ -64,10 +70,14 @@ class BatchLoader:
         self.by_length = by_length and "lengths" in table.tensors
         self.seed = seed
         self.epoch = epoch
+        self.rank, self.world_size = shard or (0, 1)
         self._passes = 0
 
     def __len__(self) -> int:
         n, b = len(self.table), self.batch_size
+        if self.shuffle:
+            return (n // b if self.drop_last else -(-n // b)) // self.world_size
+        n = len(range(self.rank, n, self.world_size))
         return n // b if self.drop_last else -(-n // b)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -81,7 +91,13 @@ class BatchLoader:
             table = TensorTable(table[self._order(epoch)])
         elif self.by_length:
             table = TensorTable(table[torch.argsort(table.tensors["lengths"], stable=True)])
-        for start in range(0, len(self) * b, b):
+        if self.shuffle:  # this process's batches of the common order
+            starts = range(self.rank * b, len(table), self.world_size * b)[:len(self)]
+        else:  # this process's rows, then its batches
+            if self.world_size > 1:
+                table = TensorTable(table[slice(self.rank, None, self.world_size)])
+            starts = range(0, len(self) * b, b)
+        for start in starts:
             yield trim_to_longest(table[slice(start, start + b)])
 
     def _order(self, epoch: int) -> torch.Tensor:

@@ -59,6 +59,10 @@ class TextEncoder(nn.Module):
 
         self.pretrained = pretrained
         self.encoder = AutoModel.from_pretrained(resolve_pretrained(pretrained), trust_remote_code=trust_remote_code)
+        if isinstance(getattr(self.encoder, "pooler", None), nn.Module):
+            # BERT-style models carry a pooler whose output mmtab never uses (its pooling is its own):
+            # weights that never get a gradient would make data-parallel training wait for them forever
+            self.encoder.pooler = None
         self.pooling = pooling(self.encoder.config.hidden_size)
         self.out_features: int = self.pooling.out_features
         self.no_text = nn.Parameter(torch.zeros(self.out_features))
@@ -109,18 +113,25 @@ class TextEncoder(nn.Module):
                 continue
             shared = share is not None and store.folder is not None
             mine = np.array_split(todo, share[1])[share[0]] if shared else todo
-            if len(mine):
-                rows = first_t[mine]
-                vectors[mine] = self._encode_rows(input_ids[rows], attention_mask[rows], precision).numpy()
-                store.add(keys[mine], vectors[mine])
+            self._fill(store, keys, vectors, mine, input_ids[first_t[mine]], attention_mask[first_t[mine]], precision)
             if shared and len(todo):
                 share[2]()  # every process has written its part
                 found, vectors = store.lookup(keys, self.out_features)
+                rest = np.flatnonzero(~found)  # a cache folder that not every node sees: encode the rest here
+                self._fill(store, keys, vectors, rest, input_ids[first_t[rest]], attention_mask[first_t[rest]],
+                           precision)
             log.info("mmtab: text embeddings for %d rows (%d distinct): %d from the cache, %d encoded in %s, %.1f s",
                      len(input_ids), len(keys), len(keys) - len(todo), len(todo), precision,
                      time.perf_counter() - started)
             return torch.from_numpy(vectors[inverse])
         raise AssertionError("fp32 is always a precision")  # pragma: no cover
+
+    def _fill(self, store: EmbeddingStore, keys: np.ndarray, vectors: np.ndarray, which: np.ndarray,
+              input_ids: Tensor, attention_mask: Tensor, precision: str) -> None:
+        """Encode the rows `which` of `keys` (their ids given) into `vectors` and the store."""
+        if len(which):
+            vectors[which] = self._encode_rows(input_ids, attention_mask, precision).numpy()
+            store.add(keys[which], vectors[which])
 
     def _precisions(self) -> list[str]:
         device = self.no_text.device

@@ -7,6 +7,8 @@ mean that is optimised.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -23,8 +25,20 @@ def loss_weights(target: Tensor, sample_weight: Tensor | None, class_weights: Te
     return w
 
 
-def weighted_mean(losses: Tensor, weights: Tensor | None) -> Tensor:
-    """``sum(w * l) / sum(w)``; a batch whose weights are all zero contributes a zero loss."""
-    if weights is None:
-        return losses.mean()
-    return (weights * losses).sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).tiny)
+def weighted_mean(losses: Tensor, weights: Tensor | None, *, world_sum: Callable[[Tensor], Tensor] | None = None,
+                  world_size: int = 1) -> Tensor:
+    """``sum(w * l) / sum(w)``; a batch whose weights are all zero contributes a zero loss.
+
+    Under data parallelism each process holds part of the batch and the gradients are averaged over
+    the `world_size` processes. With `world_sum` (a sum over processes) the denominator is the whole
+    batch's ``sum(w)`` divided by `world_size`, so the averaged gradient is exactly that of the whole
+    batch's weighted mean, whatever each process's share of the weight (a mean of per-process means
+    would not be).
+    """
+    if world_sum is None:
+        if weights is None:
+            return losses.mean()
+        return (weights * losses).sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).tiny)
+    w = torch.ones_like(losses) if weights is None else weights
+    total = world_sum(w.sum().detach().float()) / world_size
+    return (w * losses).sum() / total.clamp_min(torch.finfo(losses.dtype).tiny)

@@ -119,7 +119,11 @@ class MultimodalModule(pl.LightningModule):
 
     def _step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor:
         output, losses, weights = self.per_sample_losses(batch)
-        loss = weighted_mean(losses, weights)
+        if stage == "train" and self.trainer.world_size > 1:
+            loss = weighted_mean(losses, weights, world_size=self.trainer.world_size,
+                                 world_sum=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        else:
+            loss = weighted_mean(losses, weights)
         if stage == "train":
             # Checked every step, before backward, so a NaN step changes no weight. It is one host sync
             # (free on a CPU: adult trains at 370k-386k samples/s with or without it).
@@ -221,6 +225,9 @@ class MultimodalModule(pl.LightningModule):
         self._attach_text_embeddings("test")
 
     def on_predict_start(self) -> None:
+        if self.trainer.world_size > 1:
+            raise ConfigError(f"predict runs in one process (it writes one file in row order); this run has "
+                              f"{self.trainer.world_size}: set --trainer.devices 1 --trainer.num_nodes 1")
         self._attach_text_embeddings("predict")
 
     def _attach_text_embeddings(self, *splits: str) -> None:

