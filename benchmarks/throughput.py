@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pandas as pd
 import torch
+import yaml
 from fastai_parity import DATA, build_mmtab, reference_split, run_fastai, run_mmtab, split_column
 
 from mmtab.cli import MmtabCLI
@@ -219,8 +219,14 @@ def timed_fit(config: Path, *args: str) -> EpochTimer:
 def cached_epoch() -> dict[str, float]:
     timed_fit(DEMO, "--trainer.max_epochs=1")  # fills the cache: the epochs below read it
     fused = min(timed_fit(DEMO, "--trainer.max_epochs=3").seconds)
-    tabular_only = min(timed_fit(DEMO, "--trainer.max_epochs=3", "--model.net.text=null",
-                                 "--data.text_cols=[]").seconds)
+    config = yaml.safe_load(DEMO.read_text())  # the demo without its text branch, all else equal
+    config["model"]["net"].pop("text")
+    config["model"].pop("parts")
+    config["data"]["text_cols"] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tabular_config = Path(tmp) / "reviews_demo_tabular.yaml"
+        tabular_config.write_text(yaml.safe_dump(config))
+        tabular_only = min(timed_fit(tabular_config, "--trainer.max_epochs=3", f"--data.path={REVIEWS}").seconds)
     return {"cached_epoch_s": round(fused, 3), "tabular_epoch_s": round(tabular_only, 3),
             "cached_epoch_vs_tabular_epoch": round(fused / tabular_only, 3)}
 
@@ -279,30 +285,39 @@ def demo() -> dict[str, object]:
 
 # ----------------------------------------------------------------------------------------- scaling
 def scaling(sizes: list[int]) -> list[dict[str, float]]:
-    """Each size in its own process, so that its peak RSS is its own."""
+    """Adult resampled to each size, written here; each fit in a process of its own, which measures
+    its own peak RSS (so the table's preparation in this process counts for nothing)."""
     table = []
-    for rows in sizes:
-        proc = subprocess.run([sys.executable, __file__, "--scaling-child", str(rows)], capture_output=True,
-                              text=True, cwd=ROOT, check=True)
-        table.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"scaling: {table[-1]}", flush=True)
+    adult = pd.read_parquet(DATA)
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in sizes:
+            frame = adult.sample(rows, replace=rows > len(adult), random_state=0).reset_index(drop=True)
+            path = Path(tmp) / f"adult_{rows}.parquet"
+            frame.to_parquet(path)
+            size_mb = frame.memory_usage(deep=True).sum() / 2**20  # as pandas holds it read from the file
+            del frame
+            proc = subprocess.run([sys.executable, __file__, "--scaling-child", str(path)], capture_output=True,
+                                  text=True, cwd=ROOT, check=True)
+            row = {"rows": rows, **json.loads(proc.stdout.strip().splitlines()[-1]), "table_mb": round(size_mb, 1)}
+            row["peak_above_baseline_over_table"] = round((row["peak_rss_mb"] - row["baseline_rss_mb"]) / size_mb, 2)
+            table.append(row)
+            print(f"scaling: {row}", flush=True)
     return table
 
 
-def scaling_child(rows: int) -> None:
-    adult = pd.read_parquet(DATA)
-    frame = adult.sample(rows, replace=rows > len(adult), random_state=0).reset_index(drop=True)
-    size_mb = frame.memory_usage(deep=True).sum() / 2**20
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "adult.parquet"
-        frame.to_parquet(path)
-        del frame, adult
-        start = time.perf_counter()
-        timer = timed_fit(ROOT / "configs" / "adult.yaml", f"--data.path={path}", "--trainer.max_epochs=2")
-        total = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": rows, "epoch_s": round(min(timer.seconds), 3), "fit_s": round(total, 1),
-                      "peak_rss_mb": round(peak_mb), "table_mb": round(size_mb, 1)}))
+def vm_hwm_mb() -> float:
+    """This process's peak RSS. Not getrusage's ru_maxrss: Linux carries that over from the parent
+    across fork and exec."""
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+
+def scaling_child(path: str) -> None:
+    baseline_mb = vm_hwm_mb()  # the interpreter with torch, Lightning and transformers imported
+    start = time.perf_counter()
+    timer = timed_fit(ROOT / "configs" / "adult.yaml", f"--data.path={path}", "--trainer.max_epochs=2")
+    total = time.perf_counter() - start
+    print(json.dumps({"epoch_s": round(min(timer.seconds), 3), "fit_s": round(total, 1),
+                      "peak_rss_mb": round(vm_hwm_mb()), "baseline_rss_mb": round(baseline_mb)}))
 
 
 def main() -> None:
@@ -314,7 +329,7 @@ def main() -> None:
     parser.add_argument("--finetune-rows", type=int, default=1000)
     parser.add_argument("--finetune-steps", type=int, default=12)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scaling-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scaling_child:
         return scaling_child(args.scaling_child)
@@ -335,9 +350,12 @@ def main() -> None:
                                                              (10 * by_rows[100_000]["epoch_s"]), 3)
                     result["peak_rss_1m_over_table"] = round(by_rows[1_000_000]["peak_rss_mb"] /
                                                              by_rows[1_000_000]["table_mb"], 2)
+                    result["peak_rss_1m_above_baseline_over_table"] = (
+                        by_rows[1_000_000]["peak_above_baseline_over_table"])
             else:
-                result.update(steps[name]())
-            print(f"{name}: done", flush=True)
+                part = steps[name]()
+                result.update(part)
+                print(f"{name}: {json.dumps(part)}", flush=True)
     RESULT.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
 

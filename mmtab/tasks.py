@@ -31,13 +31,14 @@ from torchmetrics.classification import (
     BinaryF1Score,
     MulticlassAccuracy,
     MulticlassAUROC,
+    MulticlassCohenKappa,
     MulticlassF1Score,
 )
 
 from mmtab.data.columns import first_values
 from mmtab.errors import ConfigError
 
-TaskName = Literal["binary", "multiclass", "regression"]
+TaskName = Literal["binary", "multiclass", "ordinal", "regression"]
 
 
 class Task:
@@ -49,6 +50,10 @@ class Task:
 
     def n_outputs(self, n_classes: int) -> int:
         raise NotImplementedError
+
+    def n_classes(self, n_outputs: int) -> int:
+        """How many classes a model with `n_outputs` outputs tells apart (0 for regression)."""
+        return n_outputs if self.classification else 0
 
     def class_problems(self, classes: Sequence[Any], target: str) -> list[str]:
         """Problems with the classes found in the training rows (none for regression)."""
@@ -136,6 +141,75 @@ class MulticlassTask(_Classification):
                                  "auroc": MulticlassAUROC(n_outputs), "f1": MulticlassF1Score(n_outputs)})
 
 
+class OrdinalTask(_Classification):
+    """Ordered classes (a 1-5 rating, an adoption speed 0-4), learned with CORN (Shi, Cao and
+    Raschka, 2021): K-1 outputs, output k the logit of P(y > k | y > k-1). The class probabilities
+    are the chain's products, so P(y > k) falls with k whatever the weights (no crossing
+    thresholds), and a row's loss is exactly the negative log-likelihood of its class under them.
+    The prediction is the median class (the first k with P(y > k) < 1/2), which minimises the
+    expected absolute error in class steps. Metrics: quadratic weighted kappa (``qwk``), accuracy and
+    ``mae`` in class steps. The classes' order is their sorted order (numbers, or names that sort
+    in order).
+    """
+
+    name = "ordinal"
+
+    def n_outputs(self, n_classes: int) -> int:
+        return n_classes - 1
+
+    def n_classes(self, n_outputs: int) -> int:
+        return n_outputs + 1
+
+    def class_problems(self, classes: Sequence[Any], target: str) -> list[str]:
+        if len(classes) >= 2:
+            return []
+        return [f"target {target!r} has {len(classes)} class in the training rows: a model needs at least 2"]
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        k = torch.arange(output.shape[1], device=output.device)  # (K-1,)
+        active = target.unsqueeze(1) >= k  # task k is conditioned on y > k-1
+        passed = (target.unsqueeze(1) > k).to(output.dtype)
+        bce = F.binary_cross_entropy_with_logits(output, passed, reduction="none")
+        return (bce * active).sum(dim=1)
+
+    def activate(self, output: Tensor) -> Tensor:
+        # In logs, P(y = k) = log P(y > k-1) + log(1 - p_k): no difference of near-equal numbers, so a
+        # class's small probability keeps its digits.
+        logits = output.float()
+        log_above = torch.cumsum(F.logsigmoid(logits), dim=1)  # (B, K-1): log P(y > k)
+        log_reached = torch.cat([torch.zeros_like(log_above[:, :1]), log_above], dim=1)  # log P(y > k-1)
+        log_stop = torch.cat([F.logsigmoid(-logits), torch.zeros_like(logits[:, :1])], dim=1)
+        return torch.exp(log_reached + log_stop)  # (B, K)
+
+    def metric_inputs(self, output: Tensor) -> Tensor:
+        return self.median(self.activate(output))
+
+    @staticmethod
+    def median(probabilities: Tensor | np.ndarray) -> Tensor:
+        """(B, K) class probabilities -> (B,) the median class."""
+        p = torch.as_tensor(probabilities)
+        above = 1 - torch.cumsum(p, dim=1)[:, :-1]  # P(y > k)
+        return (above >= 0.5).sum(dim=1)
+
+    def metrics(self, n_outputs: int) -> MetricCollection:
+        n_classes = self.n_classes(n_outputs)
+        return MetricCollection({"qwk": MulticlassCohenKappa(n_classes, weights="quadratic"),
+                                 "accuracy": MulticlassAccuracy(n_classes, average="micro"),
+                                 "mae": _ClassStepError()})
+
+    def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any]) -> dict[str, np.ndarray]:
+        columns = {"prediction": np.asarray(classes, dtype=object)[self.median(activated).numpy()]}
+        columns.update({f"prob_{cls}": activated[:, k] for k, cls in enumerate(classes)})
+        return columns
+
+
+class _ClassStepError(MeanAbsoluteError):
+    """Mean absolute error between class indices (how many steps off), from integer predictions."""
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        super().update(preds.float(), target.float())
+
+
 class RegressionTask(Task):
     """One value per row: squared error; MAE, RMSE and R²."""
 
@@ -197,11 +271,12 @@ class TargetScaling:
         return torch.expm1(y) if self.log1p else y
 
 
-TASKS: dict[str, Task] = {task.name: task for task in (BinaryTask(), MulticlassTask(), RegressionTask())}
+TASKS: dict[str, Task] = {task.name: task for task in (BinaryTask(), MulticlassTask(), OrdinalTask(),
+                                                        RegressionTask())}
 
 
 def get_task(name: str) -> Task:
-    """The task object for a name from a config (``binary``, ``multiclass``, ``regression``)."""
+    """The task object for a name from a config (``binary``, ``multiclass``, ``ordinal``, ``regression``)."""
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}: use one of {sorted(TASKS)}")
     return TASKS[name]

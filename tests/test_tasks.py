@@ -16,7 +16,7 @@ from .conftest import ROOT
 
 def test_no_task_switch_outside_the_task_objects():
     comparison = r"task(\.name)?\s*(==|!=|\bin\b|\bnot in\b)\s*[\"'(\[{]"
-    pattern = re.compile(comparison + r"|[\"'](binary|multiclass|regression)[\"']")
+    pattern = re.compile(comparison + r"|[\"'](binary|multiclass|ordinal|regression)[\"']")
     hits = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
             for path in sorted((ROOT / "mmtab").rglob("*.py")) if path.name != "tasks.py"
             for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
@@ -49,6 +49,6 @@ def test_regression_task():
 
 def test_every_task_name_round_trips_and_unknown_names_are_refused():
     assert all(get_task(name).name == name for name in TASKS)
-    with pytest.raises(ValueError, match="unknown task 'ordinal'"):
-        get_task("ordinal")
+    with pytest.raises(ValueError, match="unknown task 'multilabel'"):
+        get_task("multilabel")
     assert infer_task(pd.Series([0.5, 1.25, 3.0])) == "regression"

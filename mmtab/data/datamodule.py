@@ -102,7 +102,8 @@ class TabularTextDataModule(pl.LightningDataModule):
         continuous_cols: numeric columns; missing values are filled with the training median.
         text_cols: free-text columns (for a model with a text branch).
         weight_col: optional per-sample weight (>= 0) used in the training and validation loss.
-        task: binary, multiclass or regression; inferred from the target when not given.
+        task: binary, multiclass, ordinal or regression; inferred from the target when not given
+            (never ordinal: say so for ordered classes).
         valid_pct: share of rows held out for validation (stratified by class for classification);
             0.2 when neither `split_col` nor `valid_path` is given.
         seed: fixes the split and the shuffling.

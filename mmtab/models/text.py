@@ -22,7 +22,7 @@ log = logging.getLogger("mmtab")
 
 ENCODE_BATCH_TOKENS = 2048  # real tokens per encoding batch: the fastest measured on a 2-core CPU (issue 10)
 BF16_MIN_COSINE = 0.999  # bf16 vectors are used only when each probe row is this close to its fp32 vector
-PROBE_ROWS = 32
+PROBE_ROWS = 8  # rows encoded in both precisions for that check (fp32 costs 3x bf16)
 
 
 class TextEncoder(nn.Module):
@@ -69,6 +69,7 @@ class TextEncoder(nn.Module):
         self.cache_dir = cache_dir
         self.precision = precision
         self._bf16_verdicts: dict[str, bool] = {}
+        self._scratch: dict[str, nn.Module] = {}  # a plain dict: not a submodule, not in the state dict
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """(B, T) ids and mask -> (B, out_features) pooled."""
@@ -96,6 +97,13 @@ class TextEncoder(nn.Module):
         `share`: ``(rank, world_size, barrier)`` when several processes embed the same table: each
         encodes its own part of the missing rows, and all read the others' parts after the barrier.
         """
+        try:
+            return self._embed_rows(input_ids, attention_mask, share)
+        finally:
+            self._scratch.clear()
+
+    def _embed_rows(self, input_ids: Tensor, attention_mask: Tensor,
+                    share: tuple[int, int, Callable[[], None]] | None) -> Tensor:
         started = time.perf_counter()
         lengths = attention_mask.sum(dim=1)
         keys, first, inverse = np.unique(row_keys(input_ids, lengths), return_index=True, return_inverse=True)
@@ -142,7 +150,9 @@ class TextEncoder(nn.Module):
         its longest row (little padding); bf16 runs a bf16 copy of the encoder (casting weights once
         rather than on every call, as autocast does for weights that need no gradient)."""
         device = self.no_text.device
-        encoder = copy.deepcopy(self.encoder).to(torch.bfloat16) if precision == "bf16" else self.encoder
+        if precision == "bf16" and "bf16" not in self._scratch:  # one copy per `embed_rows` call
+            self._scratch["bf16"] = copy.deepcopy(self.encoder).to(torch.bfloat16)
+        encoder = self._scratch["bf16"] if precision == "bf16" else self.encoder
         lengths = attention_mask.sum(dim=1)
         order = torch.argsort(lengths, stable=True)
         out = torch.empty(len(order), self.out_features)

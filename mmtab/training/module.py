@@ -83,9 +83,10 @@ class MultimodalModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler = scheduler
         n_outputs = net.head.out.out_features
-        if class_weights is not None and (not self.task.classification or len(class_weights) != n_outputs):
-            raise ConfigError(f"class_weights has {len(class_weights)} values; the model has {n_outputs} "
-                             f"outputs for a {task} task: give one weight per class, or none")
+        n_classes = self.task.n_classes(n_outputs)
+        if class_weights is not None and len(class_weights) != n_classes:
+            raise ConfigError(f"class_weights has {len(class_weights)} values; the model tells {n_classes} classes "
+                             f"apart for a {task} task: give one weight per class, or none")
         self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights))
         check_part_names(net, self.parts)
         for name, hp in self.parts.items():
