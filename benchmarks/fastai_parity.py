@@ -97,18 +97,22 @@ def run_fastai(df: pd.DataFrame, train_idx: np.ndarray, valid_idx: np.ndarray, s
 
 # ------------------------------------------------------------------------------------------- mmtab
 class TrainTimer(pl.Callback):
-    """Seconds and samples of the training phase: from each epoch's start to its validation (or end)."""
+    """Seconds and samples of the training phase: from each epoch's start to its validation (or end);
+    `epochs` holds each epoch's seconds."""
 
     def __init__(self) -> None:
         self.seconds, self.samples, self._t0 = 0.0, 0, None
+        self.epochs: list[float] = []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
 
     def _stop(self, trainer) -> None:
         if self._t0 is not None:
-            self.seconds += time.perf_counter() - self._t0
-            self.samples += trainer.num_training_batches * trainer.datamodule.batch_size
+            self.epochs.append(time.perf_counter() - self._t0)
+            self.seconds += self.epochs[-1]
+            rows = len(trainer.datamodule.table("train"))  # an epoch serves every row, in near-equal batches
+            self.samples += min(trainer.num_training_batches * trainer.datamodule.batch_size, rows)
             self._t0 = None
 
     def on_validation_start(self, trainer, pl_module) -> None:

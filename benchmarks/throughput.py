@@ -19,7 +19,8 @@
 - ``scaling``: adult resampled to 10k, 100k and 1M rows: a training epoch's seconds and the process's
   peak RSS, beside the table's in-memory size.
 
-Last line: one JSON object (also written to benchmarks/results/throughput.json).
+Last line: one JSON object, also merged into benchmarks/results/throughput.json (a run of some
+parts, ``--only``, replaces those parts' figures there).
 
     python benchmarks/throughput.py [--only tabular encode cached finetune demo scaling]
 """
@@ -36,11 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pandas as pd
 import torch
 import yaml
-from fastai_parity import DATA, build_mmtab, reference_split, run_fastai, run_mmtab, split_column
+from fastai_parity import DATA, TrainTimer, build_mmtab, reference_split, run_fastai, run_mmtab, split_column
 
 from mmtab.cli import MmtabCLI
 from mmtab.data.datamodule import TabularTextDataModule
@@ -67,24 +67,25 @@ def bare_tabular_loop(split_file: Path) -> float:
     dm.setup("fit")
     table = dm.table("train")
     net, task = module.net.train(), module.task
-    b, epochs = dm.batch_size, cli.trainer.max_epochs
-    steps = len(table) // b
+    n, b, epochs = len(table), dm.batch_size, cli.trainer.max_epochs
+    steps = -(-n // b)  # every row each epoch, in near-equal batches, as mmtab's loader serves them
+    bounds = [(i * n // steps, (i + 1) * n // steps) for i in range(steps)]
     optimizer = module.build_optimizer()
     schedule = module.scheduler.build(optimizer, steps * epochs)
     seconds = 0.0
     for _ in range(epochs):
         start = time.perf_counter()
-        columns = table[torch.randperm(len(table))]
+        columns = table[torch.randperm(n)]
         cat, cont, target = columns["cat"], columns["cont"], columns["target"]
-        for s in range(0, steps * b, b):
-            out = net({"cat": cat[s:s + b], "cont": cont[s:s + b]})
-            loss = task.loss(out, target[s:s + b]).mean()
+        for lo, hi in bounds:
+            out = net({"cat": cat[lo:hi], "cont": cont[lo:hi]})
+            loss = task.loss(out, target[lo:hi]).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
         seconds += time.perf_counter() - start
-    return steps * b * epochs / seconds
+    return n * epochs / seconds
 
 
 def tabular(repeats: int) -> dict[str, float | None]:
@@ -175,31 +176,6 @@ def encode(rows: int) -> dict[str, object]:
 
 
 # ------------------------------------------------------------------------------------- cached epoch
-class EpochTimer(pl.Callback):
-    """Seconds of each epoch's training phase (up to its validation) and the samples it trained."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-        self.samples = 0
-        self._t0: float | None = None
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self._t0 = time.perf_counter()
-
-    def _stop(self, trainer) -> None:  # noqa: ANN001
-        if self._t0 is not None:
-            self.seconds.append(time.perf_counter() - self._t0)
-            self.samples += trainer.num_training_batches * trainer.datamodule.batch_size
-            self._t0 = None
-
-    def on_validation_start(self, trainer, pl_module) -> None:  # noqa: ANN001
-        if not trainer.sanity_checking:
-            self._stop(trainer)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self._stop(trainer)
-
-
 def build(config: Path, *args: str) -> MmtabCLI:
     return MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
                     save_config_callback=None, args=[
@@ -208,9 +184,9 @@ def build(config: Path, *args: str) -> MmtabCLI:
         "--trainer.num_sanity_val_steps=0", *args])
 
 
-def timed_fit(config: Path, *args: str) -> EpochTimer:
+def timed_fit(config: Path, *args: str) -> TrainTimer:
     cli = build(config, *args)
-    timer = EpochTimer()
+    timer = TrainTimer()
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
     return timer
@@ -218,7 +194,7 @@ def timed_fit(config: Path, *args: str) -> EpochTimer:
 
 def cached_epoch() -> dict[str, float]:
     timed_fit(DEMO, "--trainer.max_epochs=1")  # fills the cache: the epochs below read it
-    fused = min(timed_fit(DEMO, "--trainer.max_epochs=3").seconds)
+    fused = min(timed_fit(DEMO, "--trainer.max_epochs=3").epochs)
     config = yaml.safe_load(DEMO.read_text())  # the demo without its text branch, all else equal
     config["model"]["net"].pop("text")
     config["model"].pop("parts")
@@ -226,7 +202,7 @@ def cached_epoch() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         tabular_config = Path(tmp) / "reviews_demo_tabular.yaml"
         tabular_config.write_text(yaml.safe_dump(config))
-        tabular_only = min(timed_fit(tabular_config, "--trainer.max_epochs=3", f"--data.path={REVIEWS}").seconds)
+        tabular_only = min(timed_fit(tabular_config, "--trainer.max_epochs=3", f"--data.path={REVIEWS}").epochs)
     return {"cached_epoch_s": round(fused, 3), "tabular_epoch_s": round(tabular_only, 3),
             "cached_epoch_vs_tabular_epoch": round(fused / tabular_only, 3)}
 
@@ -242,7 +218,7 @@ def finetune(rows: int, steps: int) -> dict[str, object]:
                 f"--trainer.limit_train_batches={steps}", "--trainer.limit_val_batches=0",
                 f"--trainer.precision={'bf16-mixed' if BF16 else '32-true'}"]
         timer = timed_fit(TEXT, *args)
-        mmtab_rate = timer.samples / sum(timer.seconds)
+        mmtab_rate = timer.samples / sum(timer.epochs)
         cli = build(TEXT, *args)
         dm, module = cli.datamodule, cli.model
         dm.setup("fit")
@@ -316,7 +292,7 @@ def scaling_child(path: str) -> None:
     start = time.perf_counter()
     timer = timed_fit(ROOT / "configs" / "adult.yaml", f"--data.path={path}", "--trainer.max_epochs=2")
     total = time.perf_counter() - start
-    print(json.dumps({"epoch_s": round(min(timer.seconds), 3), "fit_s": round(total, 1),
+    print(json.dumps({"epoch_s": round(min(timer.epochs), 3), "fit_s": round(total, 1),
                       "peak_rss_mb": round(vm_hwm_mb()), "baseline_rss_mb": round(baseline_mb)}))
 
 
@@ -356,7 +332,8 @@ def main() -> None:
                 part = steps[name]()
                 result.update(part)
                 print(f"{name}: {json.dumps(part)}", flush=True)
-    RESULT.write_text(json.dumps(result, indent=1) + "\n")
+    kept = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    RESULT.write_text(json.dumps({**kept, **result}, indent=1) + "\n")  # a run of some parts updates those
     print(json.dumps(result))
 
 

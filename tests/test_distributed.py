@@ -94,8 +94,8 @@ def test_each_process_loads_its_own_share(n):
 
     table = TensorTable({"x": torch.arange(n)})
     world, b = 3, 16
-    single = [t["x"] for t in BatchLoader(table, batch_size=world * b, shuffle=True, drop_last=True, seed=5)]
-    shards = [[t["x"] for t in BatchLoader(table, batch_size=b, shuffle=True, drop_last=True, seed=5,
+    single = [t["x"] for t in BatchLoader(table, batch_size=world * b, shuffle=True, seed=5)]
+    shards = [[t["x"] for t in BatchLoader(table, batch_size=b, shuffle=True, seed=5,
                                            shard=(r, world))] for r in range(world)]
     assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(single)
     for step, whole in enumerate(single):

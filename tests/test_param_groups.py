@@ -81,7 +81,7 @@ def test_each_groups_lr_follows_the_one_cycle_schedule_at_every_step(adult_sampl
     trainer = quiet_trainer(max_epochs=2, callbacks=[recorder])
     trainer.fit(module, dm)
     total = len(recorder.lrs)
-    assert total == trainer.estimated_stepping_batches == 2 * (3200 // 256)
+    assert total == trainer.estimated_stepping_batches == 2 * -(-3200 // 256)
     for step, (tab_lr, head_lr) in enumerate(recorder.lrs):
         assert tab_lr == pytest.approx(one_cycle(step, total, 1e-2), rel=1e-6), step
         assert head_lr == pytest.approx(one_cycle(step, total, 1e-3), rel=1e-6), step

@@ -364,7 +364,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         return self.frames[split]
 
     def train_dataloader(self) -> BatchLoader:
-        return BatchLoader(self.table("train"), batch_size=self.batch_size, shuffle=True, drop_last=True,
+        return BatchLoader(self.table("train"), batch_size=self.batch_size, shuffle=True,
                            seed=self.seed, bucket=self.length_buckets,
                            epoch=None if self.trainer is None else self._trainer_epoch, shard=self._shard())
 

@@ -39,32 +39,34 @@ class TensorTable:
 class BatchLoader:
     """An iterable of batches (dicts of tensors) over a `TensorTable`.
 
-    Lightning accepts any iterable with a length as a data loader. The order of epoch ``e`` is a
+    Lightning accepts any iterable with a length as a data loader. With ``shuffle=True`` (training)
+    each epoch serves every row once, in ``ceil(rows / batch_size)`` batches of near-equal size
+    (2,400 rows at 256 are 10 batches of 240, not 9 of 256 and 96 rows left out: on small data the
+    rows left out each epoch would be the rarest class's chance). The order of epoch ``e`` is a
     function of ``(seed, e)`` alone, so a run resumed from a checkpoint shuffles its next epoch
     exactly as the uninterrupted run did. `epoch` says which epoch is starting (the data module
     passes its trainer's ``current_epoch``, which a checkpoint restores); without it each full pass
     counts as one. Token ids are trimmed to each batch's longest row; with ``bucket=True`` (training
     on text) each batch is drawn from rows of similar length, the batches then shuffled, so little
-    compute goes to padding. ``by_length=True`` (for evaluation, where order does not matter) serves
-    the rows sorted by length.
+    compute goes to padding. Without shuffling (evaluation) batches are `batch_size` rows and the last
+    one what is left; ``by_length=True`` (where order does not matter) serves the rows sorted by length.
 
     `shard` is ``(rank, world_size)`` under data parallelism. Training: every process draws the same
-    epoch order and takes every ``world_size``-th batch of it (the same number each, as DDP needs), so
-    one step of the world covers the rows that one step of a single process with a ``world_size``
-    times larger batch would. Evaluation: each process takes every ``world_size``-th row, so every row
-    is evaluated exactly once and the metrics, synced over processes, are those of one process.
+    epoch order and takes every ``world_size``-th batch of it (the same number each, as DDP needs: the
+    batch count is rounded up to a multiple of ``world_size``), so one step of the world covers the
+    rows that one step of a single process with a ``world_size`` times larger batch would. Evaluation:
+    each process takes every ``world_size``-th row, so every row is evaluated exactly once and the
+    metrics, synced over processes, are those of one process.
     """
 
-    def __init__(self, table: TensorTable, *, batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, bucket: bool = False,
-                 bucket_batches: int = 50, by_length: bool = False,
+    def __init__(self, table: TensorTable, *, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 bucket: bool = False, bucket_batches: int = 50, by_length: bool = False,
                  epoch: Callable[[], int] | None = None, shard: tuple[int, int] | None = None) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.table = table
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.drop_last = drop_last and len(table) >= batch_size
         self.bucket = bucket and "lengths" in table.tensors
         self.bucket_batches = bucket_batches
         self.by_length = by_length and "lengths" in table.tensors
@@ -73,47 +75,50 @@ class BatchLoader:
         self.rank, self.world_size = shard or (0, 1)
         self._passes = 0
 
+    def _n_batches(self) -> int:
+        """Training batches in an epoch, all processes together: a multiple of the world size."""
+        k = max(1, -(-len(self.table) // self.batch_size))
+        return -(-k // self.world_size) * self.world_size
+
     def __len__(self) -> int:
-        n, b = len(self.table), self.batch_size
         if self.shuffle:
-            return (n // b if self.drop_last else -(-n // b)) // self.world_size
-        n = len(range(self.rank, n, self.world_size))
-        return n // b if self.drop_last else -(-n // b)
+            return self._n_batches() // self.world_size
+        return -(-len(range(self.rank, len(self.table), self.world_size)) // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        b = self.batch_size
         table = self.table
         epoch = self.epoch() if self.epoch else self._passes
         self._passes += 1  # counted when a pass starts: Lightning stops at len() without exhausting us
         if self.shuffle:
             # One gather per column per epoch, then every batch is a contiguous view: cheaper than a
             # gather per batch.
-            table = TensorTable(table[self._order(epoch)])
-        elif self.by_length:
-            table = TensorTable(table[torch.argsort(table.tensors["lengths"], stable=True)])
-        if self.shuffle:  # this process's batches of the common order
-            starts = range(self.rank * b, len(table), self.world_size * b)[:len(self)]
-        else:  # this process's rows, then its batches
-            if self.world_size > 1:
+            order, spans = self._order(epoch)
+            table = TensorTable(table[order])
+            spans = spans[self.rank::self.world_size]  # this process's batches of the common order
+        else:
+            if self.by_length:
+                table = TensorTable(table[torch.argsort(table.tensors["lengths"], stable=True)])
+            if self.world_size > 1:  # this process's rows, then its batches
                 table = TensorTable(table[slice(self.rank, None, self.world_size)])
-            starts = range(0, len(self) * b, b)
-        for start in starts:
-            yield trim_to_longest(table[slice(start, start + b)])
+            b = self.batch_size
+            spans = [(start, start + b) for start in range(0, len(table), b)]
+        for start, stop in spans:
+            yield trim_to_longest(table[slice(start, stop)])
 
-    def _order(self, epoch: int) -> torch.Tensor:
-        n, b = len(self.table), self.batch_size
+    def _order(self, epoch: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """(the epoch's row order, its batches as (start, stop) in the order they are served)."""
+        n, k = len(self.table), self._n_batches()
+        spans = [(i * n // k, (i + 1) * n // k) for i in range(k)]  # sizes differ by one at most
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         perm = torch.randperm(n, generator=generator)
         if not self.bucket:
-            return perm
+            return perm, spans
         lengths = self.table.tensors["lengths"][perm]
-        chunk = self.bucket_batches * b  # sort by length within random chunks of rows ...
+        chunk = self.bucket_batches * self.batch_size  # sort by length within random chunks of rows ...
         pieces = [perm[s:s + chunk][torch.argsort(lengths[s:s + chunk], descending=True, stable=True)]
                   for s in range(0, n, chunk)]
-        order = torch.cat(pieces)
-        full = n // b  # ... then shuffle the batches, keeping a short last batch last
-        shuffled = order[:full * b].view(full, b)[torch.randperm(full, generator=generator)].reshape(-1)
-        return torch.cat([shuffled, order[full * b:]])
+        shuffled = torch.randperm(k, generator=generator).tolist()  # ... then serve the batches shuffled
+        return torch.cat(pieces), [spans[i] for i in shuffled]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
