@@ -217,3 +217,13 @@ def test_a_frozen_fit_embeds_each_table_once_and_a_second_fit_encodes_nothing(ti
                    set(map(tuple, dm.table("valid").tensors["input_ids"].tolist())))
     assert cold_rows <= distinct + 2 * PROBE_ROWS  # every distinct text once (and a bf16 probe at most)
     assert warm_rows == 0 and warm == cold
+
+
+def test_the_vectors_can_enter_a_graph_that_trains(make_encoder):
+    """A user's own loop may feed the table's vectors, unshuffled, into layers that train."""
+    ids, mask = token_table(8)
+    vectors = make_encoder().embed_rows(ids, mask)
+    assert not vectors.is_inference()
+    layer = torch.nn.LayerNorm(vectors.shape[1])
+    layer(vectors[:4]).sum().backward()
+    assert layer.weight.grad is not None

@@ -87,7 +87,6 @@ class TextEncoder(nn.Module):
         return torch.where(has_text, pooled, self.no_text.to(pooled.dtype))
 
     # ------------------------------------------------------------------------- frozen embeddings
-    @torch.inference_mode()
     def embed_rows(self, input_ids: Tensor, attention_mask: Tensor, *,
                    share: tuple[int, int, Callable[[], None]] | None = None) -> Tensor:
         """(N, T) ids and mask of a whole table -> (N, out_features) float32 pooled vectors of the
@@ -98,12 +97,14 @@ class TextEncoder(nn.Module):
         encodes its own part of the missing rows, and all read the others' parts after the barrier.
         """
         try:
-            return self._embed_rows(input_ids, attention_mask, share)
+            with torch.inference_mode():
+                vectors = self._embed_rows(input_ids, attention_mask, share)
         finally:
             self._scratch.clear()
+        return torch.from_numpy(vectors)  # made outside inference mode: usable in any later autograd graph
 
     def _embed_rows(self, input_ids: Tensor, attention_mask: Tensor,
-                    share: tuple[int, int, Callable[[], None]] | None) -> Tensor:
+                    share: tuple[int, int, Callable[[], None]] | None) -> np.ndarray:
         started = time.perf_counter()
         lengths = attention_mask.sum(dim=1)
         keys, first, inverse = np.unique(row_keys(input_ids, lengths), return_index=True, return_inverse=True)
@@ -131,7 +132,7 @@ class TextEncoder(nn.Module):
             log.info("mmtab: text embeddings for %d rows (%d distinct): %d from the cache, %d encoded in %s, %.1f s",
                      len(input_ids), len(keys), len(keys) - len(todo), len(todo), precision,
                      time.perf_counter() - started)
-            return torch.from_numpy(vectors[inverse])
+            return vectors[inverse]
         raise AssertionError("fp32 is always a precision")  # pragma: no cover
 
     def _fill(self, store: EmbeddingStore, keys: np.ndarray, vectors: np.ndarray, which: np.ndarray,
