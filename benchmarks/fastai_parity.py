@@ -123,23 +123,33 @@ class TrainTimer(pl.Callback):
         self._stop(trainer)
 
 
-def build_mmtab(split_file: Path, seed: int, *extra: str) -> MmtabCLI:
-    """mmtab's fastai recipe (configs/adult.yaml) on the split, built and not yet trained."""
+def build_cli(config: Path, *args: str) -> MmtabCLI:
+    """A shipped config built through the CLI for timing: no logger, checkpoints, callbacks, progress
+    bar or sanity check; not yet trained."""
     return MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
                     save_config_callback=None, args=[
-        "--config", str(CONFIG), f"--seed_everything={seed}", f"--data.seed={seed}",
-        f"--data.path={split_file}", "--data.split_col=split",
-        "--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0", *extra])
+        "--config", str(config), "--trainer.logger=false", "--trainer.callbacks=[]",
+        "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+        "--trainer.num_sanity_val_steps=0", *args])
+
+
+def timed_fit(config: Path, *args: str, callbacks: tuple = ()) -> tuple[MmtabCLI, TrainTimer]:
+    """Fit a config (`callbacks` join the timed training); the trained CLI and its training times."""
+    cli = build_cli(config, *args)
+    timer = TrainTimer()
+    cli.trainer.callbacks.extend([timer, *callbacks])
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return cli, timer
+
+
+def recipe_args(split_file: Path, seed: int) -> list[str]:
+    """mmtab's fastai recipe (configs/adult.yaml) on the reference split."""
+    return [f"--seed_everything={seed}", f"--data.seed={seed}", f"--data.path={split_file}", "--data.split_col=split"]
 
 
 def run_mmtab(split_file: Path, valid: pd.DataFrame, seed: int, callbacks: tuple = ()) -> dict[str, float]:
     """Train the recipe on the split and score it; `callbacks` join the timed training."""
-    timer = TrainTimer()
-    cli = build_mmtab(split_file, seed)
-    cli.trainer.callbacks.extend([timer, *callbacks])
-    cli.trainer.fit(cli.model, cli.datamodule)
+    cli, timer = timed_fit(CONFIG, *recipe_args(split_file, seed), callbacks=callbacks)
     table = predict_frame(cli.model, cli.datamodule.preprocessor, valid)
     y = (valid[TARGET].to_numpy() == POSITIVE).astype(int)
     return {**score(y, table[f"prob_{POSITIVE}"].to_numpy()), "samples_per_s": timer.samples / timer.seconds}

@@ -40,14 +40,21 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
-from fastai_parity import DATA, TrainTimer, build_mmtab, reference_split, run_fastai, run_mmtab, split_column
+from fastai_parity import (
+    CONFIG,
+    DATA,
+    build_cli,
+    recipe_args,
+    reference_split,
+    run_fastai,
+    run_mmtab,
+    split_column,
+    timed_fit,
+)
 
-from mmtab.cli import MmtabCLI
-from mmtab.data.datamodule import TabularTextDataModule
 from mmtab.data.tokenization import TextTokenizer
 from mmtab.models.text import TextEncoder, bf16_is_native
 from mmtab.pretrained import resolve_pretrained
-from mmtab.training.module import MultimodalModule
 
 ROOT = Path(__file__).resolve().parents[1]
 REVIEWS = ROOT / "data" / "womens_clothing_reviews.parquet"
@@ -62,7 +69,7 @@ BF16 = bf16_is_native("cpu")
 def bare_tabular_loop(split_file: Path) -> float:
     """Samples/s of a plain loop over the module, optimizer and schedule mmtab builds from the recipe,
     on the same training tensors, in the fastest bare form (one gather per epoch, then slices)."""
-    cli = build_mmtab(split_file, 0)
+    cli = build_cli(CONFIG, *recipe_args(split_file, 0))
     dm, module = cli.datamodule, cli.model
     dm.setup("fit")
     table = dm.table("train")
@@ -176,25 +183,9 @@ def encode(rows: int) -> dict[str, object]:
 
 
 # ------------------------------------------------------------------------------------- cached epoch
-def build(config: Path, *args: str) -> MmtabCLI:
-    return MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
-                    save_config_callback=None, args=[
-        "--config", str(config), "--trainer.logger=false", "--trainer.callbacks=[]",
-        "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
-        "--trainer.num_sanity_val_steps=0", *args])
-
-
-def timed_fit(config: Path, *args: str) -> TrainTimer:
-    cli = build(config, *args)
-    timer = TrainTimer()
-    cli.trainer.callbacks.append(timer)
-    cli.trainer.fit(cli.model, cli.datamodule)
-    return timer
-
-
 def cached_epoch() -> dict[str, float]:
     timed_fit(DEMO, "--trainer.max_epochs=1")  # fills the cache: the epochs below read it
-    fused = min(timed_fit(DEMO, "--trainer.max_epochs=3").epochs)
+    fused = min(timed_fit(DEMO, "--trainer.max_epochs=3")[1].epochs)
     config = yaml.safe_load(DEMO.read_text())  # the demo without its text branch, all else equal
     config["model"]["net"].pop("text")
     config["model"].pop("parts")
@@ -202,7 +193,7 @@ def cached_epoch() -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         tabular_config = Path(tmp) / "reviews_demo_tabular.yaml"
         tabular_config.write_text(yaml.safe_dump(config))
-        tabular_only = min(timed_fit(tabular_config, "--trainer.max_epochs=3", f"--data.path={REVIEWS}").epochs)
+        tabular_only = min(timed_fit(tabular_config, "--trainer.max_epochs=3", f"--data.path={REVIEWS}")[1].epochs)
     return {"cached_epoch_s": round(fused, 3), "tabular_epoch_s": round(tabular_only, 3),
             "cached_epoch_vs_tabular_epoch": round(fused / tabular_only, 3)}
 
@@ -217,9 +208,9 @@ def finetune(rows: int, steps: int) -> dict[str, object]:
         args = [f"--data.path={data}", "--model.parts.text.frozen=false", "--trainer.max_epochs=1",
                 f"--trainer.limit_train_batches={steps}", "--trainer.limit_val_batches=0",
                 f"--trainer.precision={'bf16-mixed' if BF16 else '32-true'}"]
-        timer = timed_fit(TEXT, *args)
+        _, timer = timed_fit(TEXT, *args)
         mmtab_rate = timer.samples / sum(timer.epochs)
-        cli = build(TEXT, *args)
+        cli = build_cli(TEXT, *args)
         dm, module = cli.datamodule, cli.model
         dm.setup("fit")
         net, task = module.net.train(), module.task
@@ -290,7 +281,7 @@ def vm_hwm_mb() -> float:
 def scaling_child(path: str) -> None:
     baseline_mb = vm_hwm_mb()  # the interpreter with torch, Lightning and transformers imported
     start = time.perf_counter()
-    timer = timed_fit(ROOT / "configs" / "adult.yaml", f"--data.path={path}", "--trainer.max_epochs=2")
+    _, timer = timed_fit(CONFIG, f"--data.path={path}", "--trainer.max_epochs=2")
     total = time.perf_counter() - start
     print(json.dumps({"epoch_s": round(min(timer.epochs), 3), "fit_s": round(total, 1),
                       "peak_rss_mb": round(vm_hwm_mb()), "baseline_rss_mb": round(baseline_mb)}))

@@ -89,6 +89,15 @@ class _Classification(Task):
     def n_outputs(self, n_classes: int) -> int:
         return n_classes
 
+    def class_problems(self, classes: Sequence[Any], target: str) -> list[str]:
+        if len(classes) >= 2:
+            return []
+        return [f"target {target!r} has {len(classes)} class in the training rows: a model needs at least 2"]
+
+    def predicted_class(self, probabilities: np.ndarray) -> np.ndarray:
+        """(B, C) class probabilities -> (B,) the index of the class ``predict`` names."""
+        return probabilities.argmax(axis=1)
+
     def encode_target(self, values: pd.Series, classes: Sequence[Any]) -> tuple[Tensor, list[str]]:
         codes = pd.Categorical(values, categories=list(classes)).codes
         bad = values[codes < 0]
@@ -103,7 +112,7 @@ class _Classification(Task):
         return torch.softmax(output.float(), dim=1)
 
     def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any]) -> dict[str, np.ndarray]:
-        columns = {"prediction": np.asarray(classes, dtype=object)[activated.argmax(axis=1)]}
+        columns = {"prediction": np.asarray(classes, dtype=object)[self.predicted_class(activated)]}
         columns.update({f"prob_{cls}": activated[:, k] for k, cls in enumerate(classes)})
         return columns
 
@@ -131,11 +140,6 @@ class MulticlassTask(_Classification):
 
     name = "multiclass"
 
-    def class_problems(self, classes: Sequence[Any], target: str) -> list[str]:
-        if len(classes) >= 2:
-            return []
-        return [f"target {target!r} has {len(classes)} class in the training rows: a model needs at least 2"]
-
     def metrics(self, n_outputs: int) -> MetricCollection:
         return MetricCollection({"accuracy": MulticlassAccuracy(n_outputs, average="micro"),
                                  "auroc": MulticlassAUROC(n_outputs), "f1": MulticlassF1Score(n_outputs)})
@@ -159,11 +163,6 @@ class OrdinalTask(_Classification):
 
     def n_classes(self, n_outputs: int) -> int:
         return n_outputs + 1
-
-    def class_problems(self, classes: Sequence[Any], target: str) -> list[str]:
-        if len(classes) >= 2:
-            return []
-        return [f"target {target!r} has {len(classes)} class in the training rows: a model needs at least 2"]
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         k = torch.arange(output.shape[1], device=output.device)  # (K-1,)
@@ -197,10 +196,8 @@ class OrdinalTask(_Classification):
                                  "accuracy": MulticlassAccuracy(n_classes, average="micro"),
                                  "mae": _ClassStepError()})
 
-    def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any]) -> dict[str, np.ndarray]:
-        columns = {"prediction": np.asarray(classes, dtype=object)[self.median(activated).numpy()]}
-        columns.update({f"prob_{cls}": activated[:, k] for k, cls in enumerate(classes)})
-        return columns
+    def predicted_class(self, probabilities: np.ndarray) -> np.ndarray:
+        return self.median(probabilities).numpy()
 
 
 class _ClassStepError(MeanAbsoluteError):

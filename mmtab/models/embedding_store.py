@@ -12,7 +12,8 @@ written by one process to temporary names and renamed into place; its ``.json`` 
 the digests of both arrays) is renamed last and marks the part complete, so a killed run leaves no
 part that is read, and two runs at once each add their own part. A part whose files are missing,
 mis-shaped or do not match their digests is deleted with a warning and its rows encoded again.
-Vectors are memory-mapped and only the rows asked for are read: memory follows the rows in use,
+A part's digests are checked once per process (while its files keep their size and time), not on
+every lookup. Vectors are memory-mapped and only the rows asked for are read: memory follows the rows in use,
 not the size of the store. Many small parts (one per `predict` on new rows) are merged into one
 once there are `MAX_PARTS`.
 
@@ -38,6 +39,7 @@ log = logging.getLogger("mmtab")
 
 KEY_DTYPE = np.dtype("V16")  # a 128-bit digest: collisions are out of reach at any table size
 MAX_PARTS = 16
+_VERIFIED: set[tuple[str, int, int, int]] = set()  # parts whose digests matched in this process (see `_stamp`)
 
 
 def default_cache_dir() -> str:
@@ -68,6 +70,13 @@ def row_keys(input_ids: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
     digests = b"".join(hashlib.blake2b(rows[i, :n].tobytes(), digest_size=16).digest()
                        for i, n in enumerate(lengths.tolist()))
     return np.frombuffer(digests, dtype=KEY_DTYPE)
+
+
+def _stamp(stem: Path) -> tuple[str, int, int, int]:
+    """A part's identity for `_VERIFIED`: its name and its vectors file's size and change times (a file
+    rewritten or truncated since it was checked is checked again)."""
+    st = os.stat(f"{stem}.vectors.npy")
+    return str(stem), st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _digest(array: np.ndarray) -> str:
@@ -105,9 +114,11 @@ class EmbeddingStore:
                 meta = json.loads(meta_path.read_text())
                 keys = np.load(f"{stem}.keys.npy")
                 vectors = np.load(f"{stem}.vectors.npy", mmap_mode="r")
+                stamp = _stamp(stem)
                 ok = (keys.dtype == KEY_DTYPE and vectors.dtype == np.float32 and len(keys) == meta["rows"]
-                      and vectors.shape == (meta["rows"], width) and _digest(keys) == meta["keys"]
-                      and _digest(vectors) == meta["vectors"])
+                      and vectors.shape == (meta["rows"], width)
+                      and (stamp in _VERIFIED
+                           or (_digest(keys) == meta["keys"] and _digest(vectors) == meta["vectors"])))
             except FileNotFoundError as error:
                 if not meta_path.exists():
                     continue  # merged away by another run since we listed the folder
@@ -117,6 +128,7 @@ class EmbeddingStore:
             else:
                 problem = "sizes or digests do not match"
             if ok:
+                _VERIFIED.add(stamp)
                 parts.append((keys, vectors))
             else:
                 log.warning("mmtab: embedding cache part %s is damaged (%s); deleting it, its rows are encoded "
@@ -151,6 +163,7 @@ class EmbeddingStore:
                 "vectors": _digest(vectors)}
         Path(f"{stem}.json{tmp}").write_text(json.dumps(meta))
         os.replace(f"{stem}.json{tmp}", f"{stem}.json")  # the part exists from here on
+        _VERIFIED.add(_stamp(stem))  # its digests were just computed from these arrays
         return stem
 
     def _merge(self, metas: list[Path], width: int) -> None:

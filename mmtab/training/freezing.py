@@ -12,7 +12,6 @@ dict, so a run resumed after the unfreeze epoch continues unfrozen. NOTE[DIFF]: 
 from __future__ import annotations
 
 import lightning.pytorch as pl
-from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 
@@ -33,9 +32,3 @@ class Unfreeze(pl.Callback):
         if trainer.current_epoch >= self.epoch and self.part in net.frozen:
             net.unfreeze(self.part)
             rank_zero_info(f"epoch {trainer.current_epoch}: unfroze {self.part!r}")
-            strategy = trainer.strategy
-            if isinstance(strategy, DDPStrategy):
-                # DDP syncs the gradients of the parameters that required grad when it wrapped the model;
-                # wrapped again, it syncs the newly trainable part too (the optimizer is unchanged).
-                strategy.model = strategy.lightning_module
-                strategy.configure_ddp()

@@ -13,6 +13,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.optim import Optimizer
@@ -102,6 +103,7 @@ class MultimodalModule(pl.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.init_from = init_from
         self._fit_seed = 0
+        self._wrapped_frozen: frozenset[str] = frozenset()  # the frozen set when DDP last wrapped the model
 
     def setup(self, stage: str) -> None:
         # `setup` runs before Lightning restores a checkpoint (`ckpt_path`), so a resumed run keeps its
@@ -198,6 +200,18 @@ class MultimodalModule(pl.LightningModule):
         # Dropout (and anything else drawing from torch's RNG) in epoch e depends on (seed, e) alone, so a
         # run resumed from a checkpoint trains its next epoch exactly as the uninterrupted run did.
         torch.manual_seed(epoch_seed(self._fit_seed, self.current_epoch))
+        self._rewrap_if_frozen_set_changed()
+
+    def _rewrap_if_frozen_set_changed(self) -> None:
+        """DDP syncs the gradients of the parameters that required grad when it wrapped the model. Once a
+        part is frozen or unfrozen (`mmtab.Unfreeze`, or a user's own hook; callbacks' epoch-start hooks
+        run before this one), wrapping again makes it sync exactly the trainable set; the optimizer is
+        unchanged."""
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy) and self.net.frozen != self._wrapped_frozen:
+            strategy.model = strategy.lightning_module
+            strategy.configure_ddp()
+            self._wrapped_frozen = self.net.frozen
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         bad = [name for name, p in self.net.named_parameters() if not torch.isfinite(p).all()]
@@ -208,6 +222,7 @@ class MultimodalModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._fit_seed = torch.initial_seed()  # what seed_everything set; the base of every epoch's seed
+        self._wrapped_frozen = self.net.frozen  # DDP wrapped the model (strategy setup) just before this
         datamodule = getattr(self.trainer, "datamodule", None)
         check_text_model(self.net, datamodule)
         check_target_scaling(self, datamodule)
