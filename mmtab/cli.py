@@ -42,6 +42,7 @@ LINKS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
     ("n_outputs", "net.n_outputs", _identity),
     ("tabular_dims", "net.tabular.cardinalities", lambda dims: dims["cardinalities"]),
     ("tabular_dims", "net.tabular.n_cont", lambda dims: dims["n_cont"]),
+    ("tabular_dims", "net.tabular.cont_quantiles", lambda dims: dims["cont_quantiles"]),
     ("text_model", "net.text.pretrained", _identity),
     ("target_scaling", "target_scaling", _identity),
 )

@@ -29,7 +29,7 @@ def test_preprocessing_is_fitted_on_training_rows_only(adult_sample):
     frame.loc[valid_rows, "age"] = 10_000
     dm = adult_datamodule(frame, min_category_count=1)
     assert "Only-in-validation" not in dm.preprocessor.vocabs["occupation"].levels
-    assert dm.preprocessor.means[0] == pytest.approx(dm.frames["train"]["age"].mean())
+    assert dm.preprocessor.scalings[0].params[0] == pytest.approx(dm.frames["train"]["age"].mean())
     codes = dm.table("valid").tensors["cat"][:, 3]
     assert (codes[dm.frames["valid"].index.isin(valid_rows)] == UNKNOWN).all()
 
@@ -85,7 +85,7 @@ def test_state_dict_restores_the_fitted_preprocessor(adult_sample):
     dm = adult_datamodule(adult_sample)
     other = adult_datamodule(adult_sample.iloc[::-1].reset_index(drop=True).assign(age=lambda d: d["age"] * 2))
     other.load_state_dict(dm.state_dict())
-    assert other.preprocessor.means == dm.preprocessor.means
+    assert other.preprocessor.scalings == dm.preprocessor.scalings
     frame = pd.DataFrame(adult_sample.iloc[:5])
     assert torch.equal(other.preprocessor.transform(frame)["cont"], dm.preprocessor.transform(frame)["cont"])
 

