@@ -34,3 +34,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         write_atomically(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def find_run_checkpoint(which: str, root: str | Path) -> tuple[Path, str]:
+    """``--ckpt_path best`` or ``last`` in a fresh process: the newest fit's ``last.ckpt`` under `root`
+    (``trainer.default_root_dir``), or the best checkpoint that fit's `ModelCheckpoint` recorded in it.
+
+    Lightning resolves ``best`` only inside the process that ran the fit; the checkpoint callback's
+    state in ``last.ckpt`` says which file was best and by what score, so it can be found afterwards.
+    Returns the path and a line saying what was chosen.
+    """
+    from mmtab.errors import ConfigError
+
+    lasts = sorted(Path(root).rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not lasts:
+        raise ConfigError(f"--ckpt_path {which}: no last.ckpt under {str(root)!r} (trainer.default_root_dir); fit "
+                          "with a ModelCheckpoint(save_last=true), as the shipped configs do, or give the file's path")
+    last = lasts[-1]
+    if which == "last":
+        return last, f"the newest fit's last checkpoint: {last}"
+    states = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+    best = [(key, s) for key, s in states.items() if key.startswith("ModelCheckpoint") and s.get("best_model_path")]
+    if not best:
+        raise ConfigError(f"--ckpt_path best: {last} records no best checkpoint; give the fit's ModelCheckpoint a "
+                          "monitor (e.g. val_loss), or use --ckpt_path last")
+    key, state = best[0]
+    path = Path(state["best_model_path"])
+    if not path.exists():  # the run folder was moved: look beside last.ckpt
+        path = last.parent / path.name
+    if not path.exists():
+        raise ConfigError(f"--ckpt_path best: {last} names {state['best_model_path']} as the best checkpoint, and "
+                          "that file is gone; give a checkpoint's path instead")
+    monitor = key.split("'monitor': ")[1].split(",")[0].strip("'") if "'monitor': " in key else "score"
+    return path, f"the best checkpoint by {monitor} ({float(state['best_model_score']):.4g}): {path}"

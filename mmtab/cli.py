@@ -24,7 +24,7 @@ import lightning.pytorch as pl
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from mmtab.artifacts import AtomicCheckpointIO
+from mmtab.artifacts import AtomicCheckpointIO, find_run_checkpoint
 from mmtab.data.datamodule import TabularTextDataModule
 from mmtab.diagnostics.lr_finder import LrFinderResult, find_lr, plot_lr_finder
 from mmtab.errors import ConfigError, MmtabError
@@ -135,6 +135,11 @@ class MmtabCLI(LightningCLI):
         if given:
             raise ConfigError("; ".join(f"model.{target} is decided by the data (data.{source}): remove it from the "
                                        "config" for source, target in given))
+        if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") in ("best", "last"):
+            root = config.trainer.default_root_dir or "."
+            path, chosen = find_run_checkpoint(config.ckpt_path, root)
+            config.ckpt_path = str(path)
+            print(f"mmtab: {self.subcommand} with {chosen}")
         if self.subcommand in ("validate", "test", "predict", "lr_find") and config.trainer.logger is None:
             config.trainer.logger = False  # they report on the terminal (or write --predictions.output)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,24 @@ def test_validate_and_predict_leave_no_run_folder(trained):
     mmtab("validate", *trained["common"], f"--ckpt_path={trained['ckpt']}")
     mmtab("predict", *trained["common"], f"--ckpt_path={trained['ckpt']}", "--predictions.top_losses=1")
     assert sorted(str(p.relative_to(runs)) for p in runs.rglob("*")) == before
+
+
+def test_validate_with_the_best_or_last_checkpoint_in_a_fresh_process(trained):
+    import torch
+
+    last = torch.load(trained["ckpt"], map_location="cpu", weights_only=True)
+    state = next(v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    proc = mmtab("validate", *trained["common"], "--ckpt_path=best")
+    best = Path(state["best_model_path"])
+    assert f"the best checkpoint by val_loss ({float(state['best_model_score']):.4g}): {best}" in proc.stdout
+    # the run's own numbers: validating the chosen file gives the score it was chosen by
+    val_loss = float(re.search(r"val_loss\s*│\s*([0-9.]+)", proc.stdout).group(1))
+    assert val_loss == pytest.approx(float(state["best_model_score"]), rel=1e-5)
+    proc = mmtab("validate", *trained["common"], "--ckpt_path=last")
+    assert f"last checkpoint: {trained['ckpt']}" in proc.stdout
+    proc = mmtab("validate", *trained["common"], "--ckpt_path=best", "--trainer.default_root_dir=/nonexistent",
+                 check=False)
+    assert proc.returncode == 2 and "no last.ckpt under '/nonexistent'" in proc.stderr
 
 
 def test_a_bad_column_stops_fit_before_training(trained):
