@@ -123,14 +123,15 @@ class TrainTimer(pl.Callback):
         self._stop(trainer)
 
 
-def build_cli(config: Path, *args: str) -> MmtabCLI:
-    """A shipped config built through the CLI for timing: no logger, checkpoints, callbacks, progress
-    bar or sanity check; not yet trained."""
+def build_cli(config: Path, *args: str, own_callbacks: bool = False) -> MmtabCLI:
+    """A shipped config built through the CLI, not yet trained: no logger or progress bar. For
+    timing (the default) no checkpoints, callbacks or sanity check either; `own_callbacks` keeps the
+    config's callbacks (early stopping, the best checkpoint)."""
+    bare = [] if own_callbacks else ["--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
+                                     "--trainer.num_sanity_val_steps=0"]
     return MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
                     save_config_callback=None, args=[
-        "--config", str(config), "--trainer.logger=false", "--trainer.callbacks=[]",
-        "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
-        "--trainer.num_sanity_val_steps=0", *args])
+        "--config", str(config), "--trainer.logger=false", "--trainer.enable_progress_bar=false", *bare, *args])
 
 
 def timed_fit(config: Path, *args: str, callbacks: tuple = ()) -> tuple[MmtabCLI, TrainTimer]:

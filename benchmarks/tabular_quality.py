@@ -29,12 +29,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
+from fastai_parity import build_cli, score
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
+from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import train_test_split
 
-from mmtab import MultimodalModule, TabularTextDataModule
-from mmtab.cli import MmtabCLI
 from mmtab.predict import load_checkpoint, predict_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +46,7 @@ CASES = {  # name: (data file, target, positive class or None for regression, mm
 
 
 def classification_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    return {"accuracy": accuracy_score(y, p > 0.5), "auroc": roc_auc_score(y, p), "log_loss": log_loss(y, p)}
+    return {**score(y, p), "log_loss": log_loss(y, p)}
 
 
 def regression_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -68,11 +67,8 @@ def splits(df: pd.DataFrame, target: str, classification: bool, seed: int) -> np
 def fit_mmtab(config: Path, data: Path, seed: int, workdir: Path, *extra: str) -> tuple[float, Path]:
     """`mmtab fit` of a shipped config (its early stopping and checkpoints included) on `data`, whose
     ``split`` column chooses the rows; the fit's seconds and its best checkpoint."""
-    cli = MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
-                   save_config_callback=None, args=[
-                       "--config", str(config), f"--data.path={data}", "--data.split_col=split",
-                       f"--seed_everything={seed}", f"--data.seed={seed}", "--trainer.logger=false",
-                       "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={workdir}", *extra])
+    cli = build_cli(config, f"--data.path={data}", "--data.split_col=split", f"--seed_everything={seed}",
+                    f"--data.seed={seed}", f"--trainer.default_root_dir={workdir}", *extra, own_callbacks=True)
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
     return time.perf_counter() - start, Path(cli.trainer.checkpoint_callback.best_model_path)

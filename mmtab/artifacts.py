@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from mmtab.errors import ConfigError
+
 
 def write_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(temporary_path)``, then move the result to `path`."""
@@ -44,8 +46,6 @@ def find_run_checkpoint(which: str, root: str | Path) -> tuple[Path, str]:
     state in ``last.ckpt`` says which file was best and by what score, so it can be found afterwards.
     Returns the path and a line saying what was chosen.
     """
-    from mmtab.errors import ConfigError
-
     lasts = sorted(Path(root).rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not lasts:
         raise ConfigError(f"--ckpt_path {which}: no last.ckpt under {str(root)!r} (trainer.default_root_dir); fit "
@@ -54,16 +54,15 @@ def find_run_checkpoint(which: str, root: str | Path) -> tuple[Path, str]:
     if which == "last":
         return last, f"the newest fit's last checkpoint: {last}"
     states = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
-    best = [(key, s) for key, s in states.items() if key.startswith("ModelCheckpoint") and s.get("best_model_path")]
+    best = [s for s in states.values() if s.get("best_model_path")]  # a ModelCheckpoint with a monitor
     if not best:
         raise ConfigError(f"--ckpt_path best: {last} records no best checkpoint; give the fit's ModelCheckpoint a "
                           "monitor (e.g. val_loss), or use --ckpt_path last")
-    key, state = best[0]
+    state = best[0]
     path = Path(state["best_model_path"])
     if not path.exists():  # the run folder was moved: look beside last.ckpt
         path = last.parent / path.name
     if not path.exists():
         raise ConfigError(f"--ckpt_path best: {last} names {state['best_model_path']} as the best checkpoint, and "
                           "that file is gone; give a checkpoint's path instead")
-    monitor = key.split("'monitor': ")[1].split(",")[0].strip("'") if "'monitor': " in key else "score"
-    return path, f"the best checkpoint by {monitor} ({float(state['best_model_score']):.4g}): {path}"
+    return path, f"the best checkpoint by {state['monitor']} ({float(state['best_model_score']):.4g}): {path}"

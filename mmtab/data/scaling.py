@@ -87,22 +87,20 @@ def methods_by_column(numeric_scaling: ScalingName | dict[str, list[str]], conti
         if numeric_scaling not in SCALINGS:
             raise ConfigError(f"data.numeric_scaling: unknown method {numeric_scaling!r}; choose one of {SCALINGS}")
         return dict.fromkeys(continuous, numeric_scaling)
-    methods = dict.fromkeys(continuous, "standard")
+    given: dict[str, str] = {}
     problems = []
     for method, cols in numeric_scaling.items():
         if method not in SCALINGS:
             problems.append(f"unknown method {method!r} (choose one of {SCALINGS})")
             continue
         for col in cols:
-            if col not in methods:
+            if col not in continuous:
                 problems.append(f"{method}: {col!r} is not one of data.continuous_cols")
-            elif methods[col] != "standard" and methods[col] != method:
-                problems.append(f"{col!r} is given two methods ({methods[col]}, {method})")
-            else:
-                methods[col] = method
+            elif given.setdefault(col, method) != method:
+                problems.append(f"{col!r} is given two methods ({given[col]}, {method})")
     if problems:
         raise ConfigError("data.numeric_scaling: " + "; ".join(problems))
-    return methods
+    return {col: given.get(col, "standard") for col in continuous}
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:

@@ -86,7 +86,7 @@ class TabularMLP(nn.Module):
                                                   frequency_scale, n_bins, cont_quantiles)
         embedded = self.cont_embedding is not None
         self.bn_cont = nn.BatchNorm1d(n_cont) if bn_cont and n_cont and not embedded else None
-        cont_width = n_cont * (numeric_embedding_dim or _EMBEDDING_DIM.get(numeric_embedding, 1))
+        cont_width = n_cont if not embedded else n_cont * self.cont_embedding.get_output_shape()[1]
         self.mlp = MLP(sum(sizes) + cont_width, layers, dropout=dropout, bn=bn, activation=activation)
         self.out_features = self.mlp.out_features
 
