@@ -15,8 +15,15 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 from mmtab import FusionModel, MultimodalModule, TabularMLP, TabularTextDataModule
+
+# Property tests draw the same examples on every run, so a red CI is the same red on a laptop;
+# `python -m pytest --hypothesis-profile=explore` draws fresh examples (5,000 where a test sets no count).
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", max_examples=5000, deadline=None)
+settings.load_profile("repeatable")
 
 ROOT = Path(__file__).resolve().parents[1]
 ADULT = ROOT / "data" / "adult.parquet"

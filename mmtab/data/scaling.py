@@ -49,7 +49,9 @@ class ColumnScaling:
         if method == "robust":
             q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75])
             spread = q75 - q25 if q75 > q25 else (values.max() - values.min()) / 2
-            return cls(method, [float(median), float(1 / spread) if spread > 0 else 1.0])
+            with np.errstate(over="ignore", divide="ignore"):  # a subnormal spread has no float inverse
+                inv_spread = float(1 / spread) if spread > 0 else np.inf
+            return cls(method, [float(median), inv_spread if np.isfinite(inv_spread) else 1.0])
         n_quantiles = int(np.clip(len(values) // 30, 10, 1000))  # TabM's and RealMLP's choice
         return cls(method, np.quantile(values, np.linspace(0, 1, n_quantiles)).tolist())
 
@@ -59,12 +61,11 @@ class ColumnScaling:
             return np.clip(values / std - mean / std, -CLIP_STDS, CLIP_STDS)
         if self.method == "robust":
             median, inv_spread = self.params
-            x = np.clip((values - median) * inv_spread, -CLIP_STDS, CLIP_STDS)
+            with np.errstate(over="ignore"):  # a huge inverse spread overflows to inf, clipped right here
+                x = np.clip((values - median) * inv_spread, -CLIP_STDS, CLIP_STDS)
             return x / np.sqrt(1 + (x / SMOOTH_CLIP) ** 2)
-        q = np.asarray(self.params)
-        levels = np.linspace(0, 1, len(q))
         # up and down interpolation averaged: a value shared by many rows lands mid-way in its range
-        u = 0.5 * (np.interp(values, q, levels) - np.interp(-values, -q[::-1], -levels[::-1]))
+        u = 0.5 * (_level(values, np.asarray(self.params), "right") + _level(values, np.asarray(self.params), "left"))
         u = np.clip(u, _QUANTILE_EPS, 1 - _QUANTILE_EPS)
         return torch.special.ndtri(torch.from_numpy(u)).numpy()
 
@@ -101,6 +102,29 @@ def methods_by_column(numeric_scaling: ScalingName | dict[str, list[str]], conti
     if problems:
         raise ConfigError("data.numeric_scaling: " + "; ".join(problems))
     return {col: given.get(col, "standard") for col in continuous}
+
+
+def _level(values: np.ndarray, q: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
+    """Where each value falls among the sorted training quantiles ``q``, as a level in [0, 1].
+
+    ``side="right"`` puts a value equal to a run of tied quantiles at the run's last level, "left" at
+    its first. NOTE: not ``np.interp``, which takes the slope ``1 / (q[i+1] - q[i])`` first and
+    returns NaN where two quantiles differ by a subnormal amount; the fraction here is taken inside
+    its interval, where it cannot leave [0, 1].
+    """
+    n = len(q)
+    if n == 1:
+        return np.full(values.shape, 0.5)
+    step = 1.0 / (n - 1)
+    if side == "right":  # q[i] <= x < q[i + 1]
+        i = np.clip(np.searchsorted(q, values, side="right") - 1, 0, n - 2)
+    else:  # q[i] < x <= q[i + 1]
+        i = np.clip(np.searchsorted(q, values, side="left") - 1, 0, n - 2)
+    low, high = q[i], q[i + 1]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        fraction = (values / 2 - low / 2) / (high / 2 - low / 2)  # halves: no overflow near float64's limit
+    fraction = np.clip(np.nan_to_num(fraction, nan=1.0 if side == "right" else 0.0), 0.0, 1.0)
+    return (i + fraction) * step
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
