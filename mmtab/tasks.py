@@ -64,14 +64,36 @@ class Task:
         raise NotImplementedError
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        """(B, n_outputs), (B,) -> (B,) per-sample loss, unweighted."""
+        """(B, n_outputs), (B,) -> (B,) per-sample loss, unweighted.
+
+        An ensemble's outputs (B, k, n_outputs) give each row the mean of its k members' losses:
+        every member is trained as a model of its own (TabM), not their average as one model.
+        """
+        if output.ndim == 3:
+            rows, k = output.shape[:2]
+            return self._loss(output.flatten(0, 1), target.repeat_interleave(k)).view(rows, k).mean(dim=1)
+        return self._loss(output, target)
+
+    def _loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """One model's outputs (B, n_outputs), (B,) -> (B,)."""
         raise NotImplementedError
 
     def metrics(self, n_outputs: int) -> MetricCollection:
         raise NotImplementedError
 
     def activate(self, output: Tensor) -> Tensor:
-        """Raw outputs -> what a user reads: class probabilities (B, C), or values (B,)."""
+        """Raw outputs -> what a user reads: class probabilities (B, C), or values (B,).
+
+        An ensemble's (B, k, n_outputs) give the mean of its members' probabilities (or values).
+        """
+        if output.ndim == 3:
+            rows, k = output.shape[:2]
+            members = self._activate(output.flatten(0, 1))  # (B * k, C) or (B * k,)
+            return members.view(rows, k, *members.shape[1:]).mean(dim=1)
+        return self._activate(output)
+
+    def _activate(self, output: Tensor) -> Tensor:
+        """One model's outputs (B, n_outputs) -> (B, C) or (B,)."""
         raise NotImplementedError
 
     def metric_inputs(self, output: Tensor) -> Tensor:
@@ -105,10 +127,10 @@ class _Classification(Task):
                     f"({first_values(bad)}); known classes: {list(classes)}"] if len(bad) else []
         return torch.from_numpy(codes.astype(np.int64)), problems
 
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+    def _loss(self, output: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(output, target, reduction="none")
 
-    def activate(self, output: Tensor) -> Tensor:
+    def _activate(self, output: Tensor) -> Tensor:
         return torch.softmax(output.float(), dim=1)
 
     def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -164,14 +186,14 @@ class OrdinalTask(_Classification):
     def n_classes(self, n_outputs: int) -> int:
         return n_outputs + 1
 
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+    def _loss(self, output: Tensor, target: Tensor) -> Tensor:
         k = torch.arange(output.shape[1], device=output.device)  # (K-1,)
         active = target.unsqueeze(1) >= k  # task k is conditioned on y > k-1
         passed = (target.unsqueeze(1) > k).to(output.dtype)
         bce = F.binary_cross_entropy_with_logits(output, passed, reduction="none")
         return (bce * active).sum(dim=1)
 
-    def activate(self, output: Tensor) -> Tensor:
+    def _activate(self, output: Tensor) -> Tensor:
         # In logs, P(y = k) = log P(y > k-1) + log(1 - p_k): no difference of near-equal numbers, so a
         # class's small probability keeps its digits.
         logits = output.float()
@@ -223,14 +245,14 @@ class RegressionTask(Task):
                     "target must be numbers"] if len(bad) else []
         return torch.from_numpy(numbers.to_numpy(dtype=np.float32)), problems
 
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+    def _loss(self, output: Tensor, target: Tensor) -> Tensor:
         return (output.squeeze(-1) - target).pow(2)
 
     def metrics(self, n_outputs: int) -> MetricCollection:
         return MetricCollection({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False),
                                  "r2": R2Score()})
 
-    def activate(self, output: Tensor) -> Tensor:
+    def _activate(self, output: Tensor) -> Tensor:
         return output.float().squeeze(-1)
 
     def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any]) -> dict[str, np.ndarray]:

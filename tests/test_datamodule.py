@@ -169,3 +169,15 @@ def test_a_plain_python_loop_gets_a_new_order_each_epoch(adult_sample):
     loader = adult_datamodule(adult_sample).train_dataloader()
     first, second = ([b["row"][:8].tolist() for b in loader][0] for _ in range(2))
     assert first != second
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_batches_come_from_pinned_memory_and_the_fit_learns(adult_sample):
+    dm = adult_datamodule(adult_sample)
+    module = tabular_module(dm)
+    trainer = quiet_trainer(accelerator="gpu", max_epochs=2)
+    trainer.fit(module, dm)
+    assert all(t.is_pinned() for t in next(iter(dm.train_dataloader())).values())
+    assert all(t.is_pinned() for t in next(iter(dm.val_dataloader())).values())
+    assert float(trainer.callback_metrics["val_auroc"]) > 0.8

@@ -377,7 +377,12 @@ class TabularTextDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("train"), batch_size=self.batch_size, shuffle=True,
                            seed=self.seed, bucket=self.length_buckets,
-                           epoch=None if self.trainer is None else self._trainer_epoch, shard=self._shard())
+                           epoch=None if self.trainer is None else self._trainer_epoch, shard=self._shard(),
+                           pin_memory=self._on_gpu())
+
+    def _on_gpu(self) -> bool:
+        """Whether batches go to a CUDA device: then loaders serve them from pinned memory."""
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def _trainer_epoch(self) -> int:
         # the trainer's epoch, which a checkpoint restores; in a plain loop the loader counts passes
@@ -390,10 +395,12 @@ class TabularTextDataModule(pl.LightningDataModule):
         return self.trainer.global_rank, self.trainer.world_size
 
     def val_dataloader(self) -> BatchLoader:
-        return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size, by_length=True, shard=self._shard())
+        return BatchLoader(self.table("valid"), batch_size=self.eval_batch_size, by_length=True, shard=self._shard(),
+                           pin_memory=self._on_gpu())
 
     def test_dataloader(self) -> BatchLoader:
-        return BatchLoader(self.table("test"), batch_size=self.eval_batch_size, by_length=True, shard=self._shard())
+        return BatchLoader(self.table("test"), batch_size=self.eval_batch_size, by_length=True, shard=self._shard(),
+                           pin_memory=self._on_gpu())
 
     def predict_dataloader(self) -> BatchLoader:  # in row order: predictions are written beside the rows
-        return BatchLoader(self.table("predict"), batch_size=self.eval_batch_size)
+        return BatchLoader(self.table("predict"), batch_size=self.eval_batch_size, pin_memory=self._on_gpu())

@@ -57,11 +57,16 @@ class BatchLoader:
     rows that one step of a single process with a ``world_size`` times larger batch would. Evaluation:
     each process takes every ``world_size``-th row, so every row is evaluated exactly once and the
     metrics, synced over processes, are those of one process.
+
+    ``pin_memory=True`` (the data module sets it when its trainer runs on a GPU) copies each pass's
+    rows into page-locked memory once, so every batch is a view of it and Lightning's copy to the
+    device (``non_blocking=True``) overlaps the step before.
     """
 
     def __init__(self, table: TensorTable, *, batch_size: int, shuffle: bool = False, seed: int = 0,
                  bucket: bool = False, bucket_batches: int = 50, by_length: bool = False,
-                 epoch: Callable[[], int] | None = None, shard: tuple[int, int] | None = None) -> None:
+                 epoch: Callable[[], int] | None = None, shard: tuple[int, int] | None = None,
+                 pin_memory: bool = False) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.table = table
@@ -73,6 +78,7 @@ class BatchLoader:
         self.seed = seed
         self.epoch = epoch
         self.rank, self.world_size = shard or (0, 1)
+        self.pin_memory = pin_memory
         self._passes = 0
 
     def _n_batches(self) -> int:
@@ -102,6 +108,8 @@ class BatchLoader:
                 table = TensorTable(table[slice(self.rank, None, self.world_size)])
             b = self.batch_size
             spans = [(start, start + b) for start in range(0, len(table), b)]
+        if self.pin_memory:
+            table = TensorTable({name: t.pin_memory() for name, t in table.tensors.items()})
         for start, stop in spans:
             yield trim_to_longest(table[slice(start, stop)])
 

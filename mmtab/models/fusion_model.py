@@ -1,8 +1,9 @@
 """`FusionModel`: the branches it is handed, a fusion layer over them, and an output head.
 
 A plain `nn.Module`: ``model(batch)`` with ``batch = {"cat", "cont", "input_ids", "attention_mask"}``
-returns (B, n_outputs) logits (or values, for regression). Either branch may be absent, so a
-tabular-only, a text-only and a fused model are the same class.
+returns (B, n_outputs) logits (or values, for regression), or (B, k, n_outputs) when the tabular
+branch is a k-member ensemble; the task (`mmtab.tasks`) turns either into losses and predictions.
+Either branch may be absent, so a tabular-only, a text-only and a fused model are the same class.
 
 Two words, one meaning each: the *branches* are the inputs' encoders (``tabular``, ``text``); the
 *parts* are all top-level children (the branches, ``fusion`` and ``head``), which param groups and
@@ -27,17 +28,28 @@ FusionFactory = Callable[[Mapping[str, int]], nn.Module]
 
 
 class Head(nn.Module):
-    """Optional `LinBnDrop` blocks, then the output Linear."""
+    """Optional `LinBnDrop` blocks, then the output Linear; with ``ensemble_size`` k > 1, one output
+    Linear per member (``tabm.LinearEnsemble``) over rows that come as B * k member rows."""
 
     def __init__(self, in_features: int, n_outputs: int, *, layers: Sequence[int], dropout: float,
-                 activation: ActivationFactory | None, y_range: tuple[float, float] | None) -> None:
+                 activation: ActivationFactory | None, y_range: tuple[float, float] | None,
+                 ensemble_size: int = 1) -> None:
         super().__init__()
         self.mlp = MLP(in_features, layers, dropout=dropout, bn=True, activation=activation)
-        self.out = nn.Linear(self.mlp.out_features, n_outputs)
+        self.n_outputs, self.ensemble_size = n_outputs, ensemble_size
+        if ensemble_size > 1:
+            import tabm
+
+            self.out = tabm.LinearEnsemble(self.mlp.out_features, n_outputs, k=ensemble_size)
+        else:
+            self.out = nn.Linear(self.mlp.out_features, n_outputs)
         self.y_range = y_range
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.out(self.mlp(x))
+        x = self.mlp(x)
+        if self.ensemble_size > 1:  # (B * k, d) -> (B, k, d): member j's rows through member j's Linear
+            x = x.view(-1, self.ensemble_size, x.shape[-1])
+        y = self.out(x)
         if self.y_range is not None:  # fastai's SigmoidRange: regression outputs kept inside (lo, hi)
             lo, hi = self.y_range
             y = torch.sigmoid(y) * (hi - lo) + lo
@@ -73,8 +85,10 @@ class FusionModel(nn.Module):
         self.text = text
         widths = {name: branch.out_features for name, branch in self.branches().items()}
         self.fusion = fusion(widths)
+        # the tabular branch's ensemble (`TabularMLP.ensemble_size`) runs on through fusion and head
+        self.ensemble_size: int = getattr(tabular, "ensemble_size", 1)
         self.head = Head(self.fusion.out_features, n_outputs, layers=head_layers, dropout=head_dropout,
-                         activation=head_activation, y_range=y_range)
+                         activation=head_activation, y_range=y_range, ensemble_size=self.ensemble_size)
         self._frozen: set[str] = set()
 
     @property
@@ -141,4 +155,10 @@ class FusionModel(nn.Module):
                 self.unfreeze(name)
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        return self.head(self.fusion(self.features(batch)))
+        """(B, n_outputs), or (B, k, n_outputs) for a k-member ensemble (the task averages members)."""
+        features = self.features(batch)
+        k = self.ensemble_size
+        if k > 1:  # every branch as B * k member rows: the other branches' features are shared by all k
+            features = {name: (x if x.ndim == 3 else x.unsqueeze(1).expand(-1, k, -1)).flatten(0, 1)
+                        for name, x in features.items()}
+        return self.head(self.fusion(features))

@@ -54,6 +54,13 @@ class TabularMLP(nn.Module):
         cont_quantiles: per continuous input, its scaled training values' quantiles at evenly spaced
             levels (the CLI links it from the data; in Python ``**dm.tabular_dims``); piecewise
             embeddings take their bin edges from it.
+        ensemble_size: k > 1 makes the branch and the model's output layer k members that share all
+            other weights (TabM-mini, Gorishniy et al. 2025, with the ``tabm`` package's layers): each
+            member scales the embedded inputs by its own learned vector (one scale per column, drawn
+            at random so the members differ from the first step), the MLP runs on all k views, and
+            the head gives each member its own output layer. Each member is trained on its own loss
+            and predictions average the members' probabilities: most of a k-model ensemble's gain
+            for about one model's parameters. The output is then (B, k, out_features).
 
     Example:
         >>> m = TabularMLP(cardinalities=[5, 12], n_cont=3, layers=[32, 16])
@@ -66,8 +73,11 @@ class TabularMLP(nn.Module):
                  embedding_sizes: Sequence[int] | None = None, bn_cont: bool = True, bn: bool = True,
                  activation: ActivationFactory | None = None, numeric_embedding: NumericEmbedding = "none",
                  numeric_embedding_dim: int | None = None, frequency_scale: float = 0.01, n_bins: int = 48,
-                 cont_quantiles: Sequence[Sequence[float]] | None = None) -> None:
+                 cont_quantiles: Sequence[Sequence[float]] | None = None, ensemble_size: int = 1) -> None:
         super().__init__()
+        if not isinstance(ensemble_size, int) or ensemble_size < 1:
+            raise ConfigError(f"ensemble_size: {ensemble_size!r} is not a whole number >= 1 (1 means no ensemble; "
+                              "TabM uses 32)")
         cardinalities = list(cardinalities)
         sizes = list(embedding_sizes) if embedding_sizes is not None else [embedding_size(c) for c in cardinalities]
         if len(sizes) != len(cardinalities):
@@ -86,8 +96,12 @@ class TabularMLP(nn.Module):
                                                   frequency_scale, n_bins, cont_quantiles)
         embedded = self.cont_embedding is not None
         self.bn_cont = nn.BatchNorm1d(n_cont) if bn_cont and n_cont and not embedded else None
-        cont_width = n_cont if not embedded else n_cont * self.cont_embedding.get_output_shape()[1]
-        self.mlp = MLP(sum(sizes) + cont_width, layers, dropout=dropout, bn=bn, activation=activation)
+        cont_width = 1 if not embedded else self.cont_embedding.get_output_shape()[1]
+        in_features = sum(sizes) + n_cont * cont_width
+        self.ensemble_size = ensemble_size
+        self.member_scaling = _member_scaling(ensemble_size, [*sizes, *[cont_width] * n_cont]) \
+            if ensemble_size > 1 else None
+        self.mlp = MLP(in_features, layers, dropout=dropout, bn=bn, activation=activation)
         self.out_features = self.mlp.out_features
 
     def embed(self, cat: Tensor) -> Tensor:
@@ -114,7 +128,20 @@ class TabularMLP(nn.Module):
             parts.append(self.cont_embedding(cont).flatten(1))  # (B, n_cont, d) -> (B, n_cont * d)
         elif self.n_cont:
             parts.append(self.bn_cont(cont) if self.bn_cont is not None else cont)
-        return self.mlp(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (B, in_features)
+        if self.member_scaling is None:
+            return self.mlp(x)
+        # (B, k, in_features): k scaled views; the MLP (its BatchNorm too) sees them as B * k rows
+        views = self.member_scaling(x.unsqueeze(1).expand(-1, self.ensemble_size, -1))
+        return self.mlp(views.flatten(0, 1)).view(x.shape[0], self.ensemble_size, -1)
+
+
+def _member_scaling(k: int, widths: list[int]) -> nn.Module:
+    """Each member's scale of every input, one random N(0, 1) value per column and member, shared by
+    the column's embedding units (TabM's init for embedded inputs: ``scaling_init_chunks``)."""
+    import tabm
+
+    return tabm.ElementwiseAffine((k, sum(widths)), bias=False, scaling_init="normal", scaling_init_chunks=widths)
 
 
 def _numeric_embeddings(kind: NumericEmbedding, n_cont: int, dim: int | None, frequency_scale: float, n_bins: int,

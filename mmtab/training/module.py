@@ -57,6 +57,10 @@ class MultimodalModule(pl.LightningModule):
             the target, say) whose text branch weights start this model's text branch; applied when
             fitting starts, before a resumed run restores its own weights. Missing or unexpected keys
             are an error.
+        compile: compile the model with ``torch.compile`` (in place: ``net.compile()``, so the
+            checkpoint's keys do not change) when the trainer sets up. The first steps wait for the
+            compiler (tens of seconds); later steps fuse the elementwise work between matmuls.
+            A C++ compiler must be installed for CPU runs.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class MultimodalModule(pl.LightningModule):
         class_weights: list[float] | None = None,
         target_scaling: dict[str, Any] | None = None,
         init_from: str | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # NOTE: no `save_hyperparameters`: the model is an object, not a config. `mmtab fit` stores the
@@ -83,7 +88,7 @@ class MultimodalModule(pl.LightningModule):
         self.parts = {k: v if isinstance(v, PartHparams) else PartHparams(**v) for k, v in (parts or {}).items()}
         self.optimizer_factory = optimizer
         self.scheduler = scheduler
-        n_outputs = net.head.out.out_features
+        n_outputs = net.head.n_outputs
         n_classes = self.task.n_classes(n_outputs)
         if class_weights is not None and len(class_weights) != n_classes:
             raise ConfigError(f"class_weights has {len(class_weights)} values; the model tells {n_classes} classes "
@@ -102,6 +107,7 @@ class MultimodalModule(pl.LightningModule):
         self.test_metrics = self.task.metrics(n_outputs).clone(prefix="test_")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.init_from = init_from
+        self.compile_net, self._compiled = compile, False
         self._fit_seed = 0
         self._wrapped_frozen: frozenset[str] = frozenset()  # the frozen set when DDP last wrapped the model
 
@@ -110,6 +116,9 @@ class MultimodalModule(pl.LightningModule):
         # own weights; `load_from_checkpoint` never calls it, so the donor file is not needed later.
         if stage == "fit" and self.init_from:
             load_text_branch(self.net, self.init_from)
+        if self.compile_net and not self._compiled:  # once: validate after fit reuses the compiled model
+            self.net.compile()
+            self._compiled = True
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         return self.net(batch)
