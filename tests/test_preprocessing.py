@@ -86,3 +86,25 @@ def test_log1p_refuses_targets_it_cannot_take():
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0.5, -2.0, 3.25]})
     with pytest.raises(DataValidationError, match="values <= -1"):
         TabularPreprocessor(ColumnSpec("y", continuous=["x"]), task="regression", target_transform="log1p").fit(frame)
+
+
+def test_a_parquet_table_s_categories_read_as_a_dictionary_encode_as_the_strings_do(adult, tmp_path):
+    """The data module reads a Parquet file's categorical text columns dictionary-encoded (a byte a
+    row); the codes, the vocabulary and a number used as a category are exactly those of plain text."""
+    from mmtab.data.datamodule import read_table
+
+    from .conftest import ADULT_CAT, ADULT_CONT
+
+    frame = adult.sample(3000, random_state=0).reset_index(drop=True)
+    frame.loc[:40, "workclass"] = None
+    frame["hours"] = frame["hours-per-week"]  # a number as a category: its text, "40", is the level
+    frame.to_parquet(tmp_path / "t.parquet")
+    dictionary = read_table(tmp_path / "t.parquet", categorical=[*ADULT_CAT, "hours"])
+    assert dictionary["workclass"].dtype == "category" and dictionary["hours"].dtype == frame["hours"].dtype
+    spec = ColumnSpec("income", [*ADULT_CAT, "hours"], ADULT_CONT)
+    plain = TabularPreprocessor(spec, min_category_count=5).fit(frame)
+    encoded = TabularPreprocessor(spec, min_category_count=5).fit(dictionary)
+    assert plain.vocabs == encoded.vocabs
+    assert torch.equal(plain.transform(frame)["cat"], encoded.transform(dictionary)["cat"])
+    assert torch.equal(plain.transform(frame)["cat"], plain.transform(dictionary)["cat"])
+    assert (plain.transform(frame)["cat"][:41, 0] == MISSING).all()

@@ -127,7 +127,8 @@ class TabularPreprocessor:
         return self
 
     def _fit_vocab(self, values: pd.Series) -> CategoryVocab:
-        counts = values.dropna().astype(str).value_counts()
+        counts = values.value_counts(dropna=True)  # per distinct value, then by its text: no per-row str()
+        counts = counts.groupby(counts.index.map(str)).sum()
         kept = counts[counts >= self.min_category_count]
         return CategoryVocab(levels=sorted(kept.index.tolist()), has_missing=bool(values.isna().any()),
                              n_pooled_rows=int(counts[counts < self.min_category_count].sum()))
@@ -174,12 +175,13 @@ class TabularPreprocessor:
 
     @staticmethod
     def _encode_categories(values: pd.Series, vocab: CategoryVocab) -> np.ndarray:
-        is_missing = values.isna().to_numpy()
-        strings = values.astype(object).where(~values.isna(), None)
-        strings = strings.map(lambda v: v if v is None else str(v))
-        codes = pd.Categorical(strings, categories=vocab.levels).codes.astype(np.int64)
-        codes = np.where(codes >= 0, codes + _N_RESERVED, UNKNOWN)  # unseen and rare levels -> 0
-        return np.where(is_missing, MISSING if vocab.has_missing else UNKNOWN, codes)
+        """Each value's code, by its text (``str``), as the vocabulary was fitted. Vectorised: each
+        distinct value is looked up once, then the codes are gathered (1M rows: no 1M ``str`` calls)."""
+        index, distinct = pd.factorize(values, use_na_sentinel=True)  # missing -> -1
+        found = pd.Index(vocab.levels, dtype=object).get_indexer([str(v) for v in distinct])
+        lookup = np.where(found >= 0, found + _N_RESERVED, UNKNOWN).astype(np.int64)  # unseen, rare -> 0
+        missing = MISSING if vocab.has_missing else UNKNOWN
+        return np.where(index >= 0, lookup[np.maximum(index, 0)] if len(lookup) else missing, missing)
 
     def _scale(self, cont: np.ndarray) -> np.ndarray:
         """Each column by its fitted scaling (vectorised per column)."""
