@@ -56,7 +56,8 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None,
         raise DataValidationError(["the file is empty: it needs a header row and at least one row of data"],
                                   f"data file {str(path)!r}")
     if suffix == ".parquet":
-        header = pq.read_schema(path).names
+        schema = pq.read_schema(path)
+        header = schema.names
     else:
         sep = "\t" if suffix == ".tsv" else ","
         with path.open(newline="", encoding="utf-8", errors="replace") as f:
@@ -69,7 +70,6 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None,
     keep = [name for name in header if name in wanted] or None
     if suffix != ".parquet":
         return pd.read_csv(path, sep=sep, usecols=keep)
-    schema = pq.read_schema(path)
     text = [name for name in categorical if name in header and _is_text_type(schema.field(name).type)]
     return pd.read_parquet(path, columns=keep, read_dictionary=text or None)
 

@@ -180,8 +180,8 @@ class TabularPreprocessor:
         index, distinct = pd.factorize(values, use_na_sentinel=True)  # missing -> -1
         found = pd.Index(vocab.levels, dtype=object).get_indexer([str(v) for v in distinct])
         lookup = np.where(found >= 0, found + _N_RESERVED, UNKNOWN).astype(np.int64)  # unseen, rare -> 0
-        missing = MISSING if vocab.has_missing else UNKNOWN
-        return np.where(index >= 0, lookup[np.maximum(index, 0)] if len(lookup) else missing, missing)
+        lookup = np.append(lookup, MISSING if vocab.has_missing else UNKNOWN)  # index -1 reads this last entry
+        return lookup[index]
 
     def _scale(self, cont: np.ndarray) -> np.ndarray:
         """Each column by its fitted scaling (vectorised per column)."""

@@ -65,7 +65,8 @@ class ColumnScaling:
                 x = np.clip((values - median) * inv_spread, -CLIP_STDS, CLIP_STDS)
             return x / np.sqrt(1 + (x / SMOOTH_CLIP) ** 2)
         # up and down interpolation averaged: a value shared by many rows lands mid-way in its range
-        u = 0.5 * (_level(values, np.asarray(self.params), "right") + _level(values, np.asarray(self.params), "left"))
+        q = np.asarray(self.params)
+        u = 0.5 * (_level(values, q, "right") + _level(values, q, "left"))
         u = np.clip(u, _QUANTILE_EPS, 1 - _QUANTILE_EPS)
         return torch.special.ndtri(torch.from_numpy(u)).numpy()
 
