@@ -45,11 +45,14 @@ def top_losses(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 @torch.no_grad()
 def predict_frame(module: pl.LightningModule, preprocessor: TabularPreprocessor, frame: pd.DataFrame, *,
                   batch_size: int = 4096) -> pd.DataFrame:
-    """Predict new rows in Python with a trained module and its fitted preprocessor."""
+    """Predict new rows in Python with a trained module and its fitted preprocessor (a frozen text
+    branch reads the rows' embeddings from the cache, as ``mmtab predict`` does)."""
     was_training = module.training
     module.eval()
     try:
         table = TensorTable(preprocessor.transform(frame))
+        if hasattr(module, "attach_text_embeddings"):
+            module.attach_text_embeddings(table)
         device = next(module.parameters()).device
         outputs = [module.predict_step({k: v.to(device) for k, v in batch.items()}, i)
                    for i, batch in enumerate(BatchLoader(table, batch_size=batch_size))]

@@ -219,6 +219,20 @@ def test_a_frozen_fit_embeds_each_table_once_and_a_second_fit_encodes_nothing(ti
     assert warm_rows == 0 and warm == cold
 
 
+def test_predict_frame_reads_a_frozen_branch_from_the_cache_and_agrees_with_validate(tiny_bert, reviews_sample):
+    from mmtab import predict_frame
+
+    dm = reviews_datamodule(reviews_sample, tiny_bert)
+    module = fusion_module(dm, parts={"text": {"frozen": True}})
+    trainer = quiet_trainer(max_epochs=1)
+    trainer.fit(module, dm)
+    counted = Counting.on(module.net.text)
+    table = predict_frame(module, dm.preprocessor, dm.frames["valid"])
+    assert counted.rows == 0  # every validation text read from the cache the fit filled
+    validated = trainer.validate(module, dm, verbose=False)[0]
+    assert table["loss"].mean() == pytest.approx(validated["val_loss"], rel=1e-5)  # the same vectors
+
+
 def test_the_vectors_can_enter_a_graph_that_trains(make_encoder):
     """A user's own loop may feed the table's vectors, unshuffled, into layers that train."""
     ids, mask = token_table(8)

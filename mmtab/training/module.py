@@ -6,7 +6,7 @@ in ``configure_optimizers`` and checked again at fit start; the table of groups 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 
-from mmtab.data.dataset import epoch_seed
+from mmtab.data.dataset import TensorTable, epoch_seed
 from mmtab.errors import ConfigError, NonFiniteLossError
 from mmtab.models.fusion_model import FusionModel
 from mmtab.pretrained import resolve_pretrained
@@ -257,14 +257,22 @@ class MultimodalModule(pl.LightningModule):
 
     def _attach_text_embeddings(self, *splits: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if self.net.text is None or "text" not in self.net.frozen or not hasattr(datamodule, "table"):
+        if not hasattr(datamodule, "table"):
             return
         strategy = self.trainer.strategy
         share = (self.global_rank, self.trainer.world_size, strategy.barrier) if self.trainer.world_size > 1 else None
         for split in splits:
-            table = datamodule.table(split)
-            table.put("text_embedding", self.net.text.embed_rows(table.tensors["input_ids"],
-                                                                 table.tensors["attention_mask"], share=share))
+            self.attach_text_embeddings(datamodule.table(split), share=share)
+
+    def attach_text_embeddings(self, table: TensorTable,
+                               share: tuple[int, int, Callable[[], None]] | None = None) -> None:
+        """With a frozen text branch, put each row's pooled embedding in `table` (``text_embedding``),
+        read from the on-disk cache or encoded once (`TextEncoder.embed_rows`), so batches skip the
+        encoder. Fit, validate, predict and `predict_frame` all go through here: the same vectors."""
+        if self.net.text is None or "text" not in self.net.frozen:
+            return
+        ids, mask = table.tensors["input_ids"], table.tensors["attention_mask"]
+        table.put("text_embedding", self.net.text.embed_rows(ids, mask, share=share))
 
 
 def check_text_model(net: FusionModel, datamodule: object) -> None:
