@@ -58,6 +58,25 @@ def test_either_branch_alone_is_a_model(tiny_bert, reviews_sample):
         FusionModel(n_outputs=2)
 
 
+def test_a_projected_branch_reaches_the_head_at_its_projected_width():
+    layer = ConcatFusion({"tabular": 12, "text": 384}, project={"text": 16})
+    out = layer({"tabular": torch.randn(5, 12), "text": torch.randn(5, 384)})
+    assert layer.out_features == out.shape[1] == 28
+    assert sorted(layer.project) == ["text"]  # the table is kept whole
+    tab = TabularMLP(cardinalities=[4], n_cont=1, layers=[24])
+    with pytest.raises(ValueError, match=r"project names \['txt'\], but this model's branches are \['tabular'\]"):
+        FusionModel(n_outputs=2, tabular=tab, fusion=lambda w: ConcatFusion(w, project={"txt": 16}))
+
+
+def test_a_gate_starts_open_or_nearly_shut_as_asked():
+    layer = GatedFusion({"tabular": 12, "text": 32}, d=8, gate_bias={"tabular": 2.0, "text": -2.0}).eval()
+    joined = torch.zeros(1, 44)  # with no signal, each gate is sigmoid(its bias)
+    assert torch.sigmoid(layer.gate["tabular"](joined)).min() > 0.85
+    assert torch.sigmoid(layer.gate["text"](joined)).max() < 0.15
+    with pytest.raises(ValueError, match=r"gate_bias names \['image'\]"):
+        GatedFusion({"tabular": 12}, gate_bias={"image": 1.0})
+
+
 def test_the_head_sizes_itself_from_the_branch_widths():
     tab = TabularMLP(cardinalities=[4], n_cont=1, layers=[24])
     assert FusionModel(n_outputs=3, tabular=tab).head.out.in_features == 24

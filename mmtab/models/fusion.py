@@ -11,9 +11,20 @@ per-unit spread of about 0.13, so without it the head first learns from the tabl
 reviews the frozen-encoder fusion then scores below the text alone (AUROC 0.920 against 0.929).
 With one branch nothing is added, so a tabular-only model stays exactly fastai's `TabularModel`.
 
-``branch_dropout`` drops units of each branch's normalised features (two or more branches only): a
-regulariser for a small table beside hundreds of embedding dimensions, measured in
-benchmarks/tabular_quality.py's weak-text case.
+Three regularisers for a small table beside hundreds of embedding dimensions, each measured in
+benchmarks/fusion_candidates.py (the weak-text case and the reviews; figures in the README):
+
+* ``branch_dropout`` drops units of each branch's normalised features (two or more branches only);
+* ``ConcatFusion(project={"text": 16})`` projects a branch to a small width before the concatenation,
+  so the head sees 16 text directions instead of 384; the projection belongs to the ``fusion`` part,
+  which holds nothing else but the branches' LayerNorms, so that part's ``weight_decay``
+  (``model.parts.fusion``) is a decay for the text side;
+* ``GatedFusion(gate_bias={"tabular": 2, "text": -2})`` starts each branch's gate open or nearly shut
+  (sigmoid(2) = 0.88, sigmoid(-2) = 0.12), so the text must earn its weight.
+
+Late fusion of per-branch linear heads (one logit per branch, summed) is what `ConcatFusion` with
+the default linear head already computes: a linear layer over a concatenation is the sum of one
+linear layer per part.
 """
 
 from __future__ import annotations
@@ -47,17 +58,31 @@ class BranchNorm(nn.Module):
 
 
 class ConcatFusion(nn.Module):
-    """Concatenate the branches' features in a fixed (name-sorted) order."""
+    """Concatenate the branches' features in a fixed (name-sorted) order.
+
+    Args:
+        project: a width per branch name: that branch's features go through a Linear to that width
+            before the concatenation (see the module docstring); other branches are kept whole.
+    """
 
     def __init__(self, in_features: Mapping[str, int], normalize: bool = NORMALIZE,
-                 branch_dropout: float = 0.0) -> None:
+                 branch_dropout: float = 0.0, project: Mapping[str, int] | None = None) -> None:
         super().__init__()
+        project = dict(project or {})
+        _check_branch_names("ConcatFusion: project", project, in_features)
         self.norm = BranchNorm(in_features, normalize, branch_dropout)
-        self.out_features = sum(in_features.values())
+        self.project = nn.ModuleDict({n: nn.Linear(in_features[n], w) for n, w in sorted(project.items())})
+        self.out_features = sum(project.get(n, w) for n, w in in_features.items())
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
-        parts = self.norm(features)
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, sum(in_features))
+        parts = [self.project[n](x) if n in self.project else x for n, x in zip(self.norm.names, self.norm(features))]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (B, out_features)
+
+
+def _check_branch_names(what: str, given: Mapping[str, object], in_features: Mapping[str, int]) -> None:
+    unknown = sorted(set(given) - set(in_features))
+    if unknown:
+        raise ConfigError(f"{what} names {unknown}, but this model's branches are {sorted(in_features)}")
 
 
 def _projections(in_features: Mapping[str, int], d: int) -> nn.ModuleDict:
@@ -69,15 +94,22 @@ class GatedFusion(nn.Module):
 
     The gate of branch m is ``sigmoid(W_m [all features])`` per unit, so the model can lean on the
     text for one row and on the table for another. With one branch it is a gated projection.
+
+    Args:
+        gate_bias: a starting bias per branch name for its gate (default 0: every gate half open);
+            positive opens a branch's gate, negative nearly shuts it (see the module docstring).
     """
 
     def __init__(self, in_features: Mapping[str, int], d: int = WIDTH, normalize: bool = NORMALIZE,
-                 branch_dropout: float = 0.0) -> None:
+                 branch_dropout: float = 0.0, gate_bias: Mapping[str, float] | None = None) -> None:
         super().__init__()
+        _check_branch_names("GatedFusion: gate_bias", gate_bias or {}, in_features)
         self.norm = BranchNorm(in_features, normalize, branch_dropout)
         total = sum(in_features.values())
         self.project = _projections(in_features, d)
         self.gate = nn.ModuleDict({name: nn.Linear(total, d) for name in self.norm.names})
+        for name, bias in (gate_bias or {}).items():
+            nn.init.constant_(self.gate[name].bias, bias)
         self.out_features = d
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
