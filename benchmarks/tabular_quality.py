@@ -1,10 +1,12 @@
 """mmtab's shipped tabular recipes against scikit-learn's HistGradientBoosting (default settings),
 trained in the same script on the same rows, 3 seeds each, plus the weak-text fusion case.
 
-* adult: the reference split (stratified 80/20, random_state=42); the 20% are the test rows. mmtab
-  stops early on 10% of the training rows (stratified, by seed) and is scored with its best epoch;
-  HistGradientBoosting's default early stopping also holds out 10% of its training rows.
-* california housing: the same kind of split (80/20, random_state=42), the same inner 10%.
+* adult (configs/adult_tabm.yaml): the reference split (stratified 80/20, random_state=42); the 20%
+  are the test rows. mmtab picks its best epoch on 10% of the training rows (stratified, by seed)
+  and is scored with it; HistGradientBoosting's default early stopping also holds out 10% of its
+  training rows.
+* california housing (configs/california_housing.yaml): the same kind of split (80/20,
+  random_state=42), the same inner 10%.
 * weak_text: ``data/adult_weak_text.parquet`` (see benchmarks/weak_text_case.py): 3,000 training
   rows, 1,000 validation rows, a text with little signal. The tabular recipe
   (configs/small_table.yaml) against the same recipe with a frozen MiniLM fused
@@ -39,7 +41,7 @@ from mmtab.predict import load_checkpoint, predict_frame
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "tabular_quality.json"
 CASES = {  # name: (data file, target, positive class or None for regression, mmtab config)
-    "adult": (ROOT / "data" / "adult.parquet", "income", ">50K", ROOT / "configs" / "adult.yaml"),
+    "adult": (ROOT / "data" / "adult.parquet", "income", ">50K", ROOT / "configs" / "adult_tabm.yaml"),
     "california": (ROOT / "data" / "california_housing.parquet", "MedHouseVal", None,
                    ROOT / "configs" / "california_housing.yaml"),
 }

@@ -69,7 +69,7 @@ def test_predict_equals_validate_for_a_regression_ensemble_from_the_checkpoint_a
               f"--trainer.default_root_dir={tmp_path / 'runs'}", "--model.net.tabular.ensemble_size=4",
               "--model.net.tabular.layers=[32,32]", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
     MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, save_config_callback=None,
-             args=["fit", *common, "--trainer.max_epochs=2", "--trainer.limit_train_batches=20"])
+             args=["fit", *common, "--trainer.max_epochs=3"])
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
     cli = MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, save_config_callback=None,
                    args=["validate", *common, f"--ckpt_path={ckpt}"])
