@@ -103,12 +103,13 @@ class GatedFusion(nn.Module):
     def __init__(self, in_features: Mapping[str, int], d: int = WIDTH, normalize: bool = NORMALIZE,
                  branch_dropout: float = 0.0, gate_bias: Mapping[str, float] | None = None) -> None:
         super().__init__()
-        _check_branch_names("GatedFusion: gate_bias", gate_bias or {}, in_features)
+        gate_bias = dict(gate_bias or {})
+        _check_branch_names("GatedFusion: gate_bias", gate_bias, in_features)
         self.norm = BranchNorm(in_features, normalize, branch_dropout)
         total = sum(in_features.values())
         self.project = _projections(in_features, d)
         self.gate = nn.ModuleDict({name: nn.Linear(total, d) for name in self.norm.names})
-        for name, bias in (gate_bias or {}).items():
+        for name, bias in gate_bias.items():
             nn.init.constant_(self.gate[name].bias, bias)
         self.out_features = d
 
