@@ -114,3 +114,15 @@ def test_multiclass_target(adult_sample):
 def test_class_weights_must_match_the_outputs(adult_sample):
     with pytest.raises(ValueError, match="one weight per class"):
         tabular_module(adult_datamodule(adult_sample), class_weights=[1.0, 2.0, 3.0])
+
+
+def test_the_training_loss_reaches_the_logger_every_few_steps(adult_sample, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    dm = adult_datamodule(adult_sample, batch_size=128)
+    recorder = LossRecorder()
+    quiet_trainer(max_steps=12, limit_val_batches=0, log_every_n_steps=4, callbacks=[recorder],
+                  logger=CSVLogger(tmp_path, name="run")).fit(tabular_module(dm), dm)
+    logged = pd.read_csv(next(tmp_path.rglob("metrics.csv"))).dropna(subset=["train_loss"])
+    assert logged["step"].tolist() == [3, 7, 11]  # each the loss of that very step, not of an earlier one
+    assert logged["train_loss"].tolist() == pytest.approx([recorder.losses[s] for s in (3, 7, 11)], rel=1e-6)

@@ -141,8 +141,11 @@ class MultimodalModule(pl.LightningModule):
             # (free on a CPU: adult trains at 370k-386k samples/s with or without it).
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(self._non_finite_message(loss, losses, batch))
-            # Logged every few steps only: logging is a host sync, which costs more than a small step.
-            if self.global_step % self.trainer.log_every_n_steps == 0:
+            # Logged only on the steps Lightning writes to its loggers (it writes after step s when
+            # s + 1 is a multiple of log_every_n_steps), and only for a logger to read (no callback or
+            # progress bar does): a `self.log` call costs about a tenth of a small step (a host sync and
+            # Lightning's bookkeeping, which then goes through the logged value at every later step).
+            if self.trainer.loggers and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
                 self.log("train_loss", loss.detach(), on_step=True, on_epoch=False)
             return loss
         metrics, mean_loss = (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics,
