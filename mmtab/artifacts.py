@@ -8,7 +8,7 @@ rather than half a file, and two runs never interleave their bytes in one file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,19 @@ def write_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, written atomically: a killed run never leaves half a ``last.ckpt``."""
+    """Lightning's checkpoint writer, written atomically: a killed run never leaves half a ``last.ckpt``.
+
+    `extra` entries go into every checkpoint it writes (the CLI's: the config that built the model).
+    Every checkpoint the trainer saves passes through here, so this costs the training steps nothing,
+    where a callback would be called at every hook of every step.
+    """
+
+    def __init__(self, extra: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.extra = dict(extra or {})
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        checkpoint = {**checkpoint, **self.extra}
         write_atomically(path, lambda tmp: torch.save(checkpoint, tmp))
 
 

@@ -6,8 +6,9 @@ text model once.
 Public Lightning and jsonargparse API only. Lightning's own checkpoint-hyperparameter machinery is
 off (``load_from_checkpoint_support=False``): it records every applied link into the saved
 hyperparameters assuming the link's target exists, and a text-only model has no tabular branch for
-the cardinalities to land in. Instead `ModelConfigInCheckpoint` stores the model's resolved config,
-linked values included, in every checkpoint, and `mmtab.predict.load_checkpoint` rebuilds from it.
+the cardinalities to land in. Instead the CLI's checkpoint writer (`AtomicCheckpointIO`) stores the
+model's resolved config, linked values included, in every checkpoint, and
+`mmtab.predict.load_checkpoint` rebuilds from it.
 """
 
 from __future__ import annotations
@@ -65,17 +66,6 @@ def model_config_with_links(config: dict[str, Any], datamodule: TabularTextDataM
         if isinstance(node, dict):
             node[leaf] = compute(getattr(datamodule, source))
     return config
-
-
-class ModelConfigInCheckpoint(pl.Callback):
-    """Puts the config that built the model in every checkpoint (plain values: `weights_only` loads)."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
-        checkpoint[MODEL_CONFIG_KEY] = self.config
 
 
 class SaveFitConfig(SaveConfigCallback):
@@ -148,8 +138,12 @@ class MmtabCLI(LightningCLI):
         if self.subcommand:
             dumped = dumped[self.subcommand]
         model = model_config_with_links(dumped["model"], self.datamodule)
-        self.trainer.callbacks.append(ModelConfigInCheckpoint(model))
-        self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        # the config that built the model goes into every checkpoint (plain values: `weights_only` loads)
+        self.trainer.strategy.checkpoint_io = AtomicCheckpointIO(extra={MODEL_CONFIG_KEY: model})
+        if self.subcommand != "predict":
+            # Lightning adds the `predictions` writer to every subcommand's trainer; it acts in predict
+            # only, and elsewhere each training step would call it at every hook (tens of microseconds).
+            self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, PredictionWriter)]
 
 
 class _DropNoise(logging.Filter):

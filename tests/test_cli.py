@@ -165,3 +165,15 @@ def test_lr_find_prints_a_rate_per_part_and_draws_its_curve(trained):
     proc = mmtab("lr_find", *trained["common"], "--num_steps=30", f"--plot={out / 'lr.png'}")
     assert "suggested scale" in proc.stdout and "tabular: lr" in proc.stdout and "head: lr" in proc.stdout
     assert (out / "lr.png").stat().st_size > 10_000
+
+
+def test_a_fit_trainer_carries_only_the_config_s_callbacks(tmp_path):
+    """Lightning calls every callback at every hook of every step: the `predictions` writer joins the
+    predict subcommand only, and the model's config reaches the checkpoints through the checkpoint
+    writer, not a callback (the checkpoint tests above load it)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    cli = MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
+                   save_config_callback=None, args=[f"--config={CONFIG}", f"--trainer.default_root_dir={tmp_path}",
+                                                    "--trainer.enable_progress_bar=false"])
+    assert [type(c) for c in cli.trainer.callbacks] == [ModelCheckpoint]
