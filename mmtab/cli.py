@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from mmtab.artifacts import AtomicCheckpointIO, find_run_checkpoint
 from mmtab.data.datamodule import TabularTextDataModule
@@ -195,7 +197,10 @@ def main(args: list[str] | None = None) -> None:
     except MmtabError as error:
         if os.environ.get("MMTAB_DEBUG"):
             raise
-        sys.stderr.write(f"mmtab: error: {error}\n")
+        if rank_zero_only.rank == 0:  # each process of a multi-process run stops with it; one says why
+            sys.stderr.write(f"mmtab: error: {error}\n")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # else gloo's threads abort the exit
         raise SystemExit(2) from None
 
 

@@ -17,6 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mmtab.predict import load_checkpoint
+
 from .conftest import ROOT
 from .test_cli import mmtab
 
@@ -86,6 +88,52 @@ def test_a_frozen_then_unfrozen_text_branch_trains_the_same_on_every_process(tmp
             assert torch.equal(v, rank1[k]), k
 
 
+def test_fsdp_holds_half_the_encoder_per_process_and_trains_what_ddp_trains(tmp_path, reviews_sample, tiny_bert):
+    """Lightning's ModelParallelStrategy (FSDP2) over two CPU processes: each holds half of the text
+    branch's weights, and the run (encoder fine-tuned from the first step, uneven evaluation shares)
+    gives DDP's validation metrics and weights to float rounding: the same averaged gradients."""
+    import json
+
+    reviews_sample.to_parquet(tmp_path / "reviews.parquet")
+    share = json.dumps({"class_path": "tests.rank_weights.SaveEachRanksShare",
+                        "init_args": {"folder": str(tmp_path / "share")}})
+    common = [f"--config={FUSION}", f"--data.path={tmp_path / 'reviews.parquet'}", f"--data.text_model={tiny_bert}",
+              "--data.max_length=32", "--model.parts.text.frozen=false", "--trainer.max_epochs=2",
+              "--trainer.limit_train_batches=6", "--trainer.devices=2", "--data.batch_size=16",
+              "--data.eval_batch_size=50"]
+    ddp, ddp_state = fit(tmp_path, "ddp", *common, "--trainer.strategy=ddp")
+    fsdp, fsdp_state = fit(tmp_path, "fsdp", *common, "--trainer.strategy=ModelParallelStrategy",
+                           "--trainer.strategy.data_parallel_size=2", "--trainer.strategy.tensor_parallel_size=1",
+                           "--trainer.strategy.save_distributed_checkpoint=false", f"--trainer.callbacks+={share}")
+    for rank in (0, 1):
+        local, whole = map(int, (tmp_path / "share" / f"rank{rank}.txt").read_text().split())
+        assert 0.45 * whole <= local <= 0.55 * whole, (rank, local, whole)
+    assert len(ddp) == len(fsdp) == 2
+    for a, b in zip(ddp, fsdp):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert abs(a[k] - b[k]) <= 2e-4, (k, a[k], b[k])
+    assert ddp_state.keys() == fsdp_state.keys()
+    for k, v in ddp_state.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            torch.testing.assert_close(fsdp_state[k], v, atol=2e-4, rtol=1e-3)
+    (ckpt,) = (tmp_path / "fsdp").rglob("last.ckpt")  # one file, with the config that rebuilds the model
+    module, _ = load_checkpoint(ckpt)
+    assert module.net.text is not None and module.net.tabular is not None
+
+
+def test_fsdp_refuses_a_frozen_part_before_training(tmp_path, reviews_sample, tiny_bert):
+    reviews_sample.to_parquet(tmp_path / "reviews.parquet")
+    proc = mmtab("fit", f"--config={FUSION}", f"--data.path={tmp_path / 'reviews.parquet'}",
+                 f"--data.text_model={tiny_bert}", "--data.max_length=32", "--trainer.accelerator=cpu",
+                 "--trainer.devices=2", "--trainer.strategy=ModelParallelStrategy",
+                 "--trainer.strategy.data_parallel_size=2", "--trainer.strategy.tensor_parallel_size=1",
+                 "--trainer.strategy.save_distributed_checkpoint=false", f"--trainer.default_root_dir={tmp_path}",
+                 check=False)
+    assert proc.returncode == 2 and "under FSDP every part trains from the first step, and ['text'] is frozen" \
+        in proc.stderr and "Traceback" not in proc.stderr and not list(tmp_path.rglob("*.ckpt"))
+
+
 @pytest.mark.parametrize("n", [1000, 1003, 64])
 def test_each_process_loads_its_own_share(n):
     """Training: the same number of batches each, disjoint, and step k of the world is batch k of one
@@ -100,8 +148,10 @@ def test_each_process_loads_its_own_share(n):
     assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(single)
     for step, whole in enumerate(single):
         assert torch.equal(torch.cat([s[step] for s in shards]).sort().values, whole.sort().values)
-    evaluated = torch.cat([t["x"] for r in range(world)
-                           for t in BatchLoader(table, batch_size=b, shard=(r, world))])
+    evaluating = [BatchLoader(table, batch_size=b, shard=(r, world)) for r in range(world)]
+    served = [[t["x"] for t in loader] for loader in evaluating]
+    assert len({len(s) for s in served}) == 1 and all(len(s) == len(loader) for s, loader in zip(served, evaluating))
+    evaluated = torch.cat([x for s in served for x in s])  # the same number of batches each, every row once
     assert torch.equal(evaluated.sort().values, torch.arange(n))
 
 

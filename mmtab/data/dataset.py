@@ -56,7 +56,9 @@ class BatchLoader:
     batch count is rounded up to a multiple of ``world_size``), so one step of the world covers the
     rows that one step of a single process with a ``world_size`` times larger batch would. Evaluation:
     each process takes every ``world_size``-th row, so every row is evaluated exactly once and the
-    metrics, synced over processes, are those of one process.
+    metrics, synced over processes, are those of one process; every process serves the same number
+    of batches (one with fewer rows ends on an empty batch), since a sharded model's forward is a
+    collective step of all processes.
 
     ``pin_memory=True`` (the data module sets it when its trainer runs on a GPU) copies each pass's
     rows into page-locked memory once, so every batch is a view of it and Lightning's copy to the
@@ -89,7 +91,7 @@ class BatchLoader:
     def __len__(self) -> int:
         if self.shuffle:
             return self._n_batches() // self.world_size
-        return -(-len(range(self.rank, len(self.table), self.world_size)) // self.batch_size)
+        return -(-len(range(0, len(self.table), self.world_size)) // self.batch_size)  # rank 0 has the most rows
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         table = self.table
@@ -107,7 +109,9 @@ class BatchLoader:
             if self.world_size > 1:  # this process's rows, then its batches
                 table = TensorTable(table[slice(self.rank, None, self.world_size)])
             b = self.batch_size
-            spans = [(start, start + b) for start in range(0, len(table), b)]
+            # every process serves len(self) batches, a process with fewer rows ending on an empty one: a
+            # sharded model (FSDP) gathers each block's weights from all processes at every forward
+            spans = [(i * b, (i + 1) * b) for i in range(len(self))]
         if self.pin_memory:
             table = TensorTable({name: t.pin_memory() for name, t in table.tensors.items()})
         for start, stop in spans:
@@ -137,7 +141,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def trim_to_longest(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Cut the padded token columns to the batch's longest row: (B, max_length) -> (B, longest)."""
     if "lengths" in batch:
-        longest = max(int(batch["lengths"].max()), 1)
+        longest = max(int(batch["lengths"].max()), 1) if len(batch["lengths"]) else 1
         batch["input_ids"] = batch["input_ids"][:, :longest]
         batch["attention_mask"] = batch["attention_mask"][:, :longest]
     return batch

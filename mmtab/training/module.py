@@ -33,6 +33,7 @@ from mmtab.training.param_groups import (
     format_param_groups,
 )
 from mmtab.training.schedule import OneCycle
+from mmtab.training.sharding import check_strategy, shard, share_buffers
 
 
 class MultimodalModule(pl.LightningModule):
@@ -119,6 +120,13 @@ class MultimodalModule(pl.LightningModule):
         if self.compile_net and not self._compiled:  # once: validate after fit reuses the compiled model
             self.net.compile()
             self._compiled = True
+
+    def configure_model(self) -> None:
+        # Lightning calls this once the processes and their device mesh exist; only its
+        # ModelParallelStrategy gives a mesh, and then the model is sharded (FSDP2, `mmtab.training.sharding`).
+        if self.device_mesh is not None:
+            check_strategy(self.trainer.strategy)
+            shard(self.net, self.device_mesh)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning names the running hook in `_current_fx_name` about 45 times per training step;
@@ -260,10 +268,12 @@ class MultimodalModule(pl.LightningModule):
     # A frozen encoder's vectors are computed (or read from its cache) once per table when a stage
     # starts, not per batch: each epoch then costs about what the tabular branch and the head cost.
     def on_validation_start(self) -> None:
+        share_buffers(self.net)
         if self.trainer.state.fn != "fit":  # in fit, on_fit_start did it
             self._attach_text_embeddings("valid")
 
     def on_test_start(self) -> None:
+        share_buffers(self.net)
         self._attach_text_embeddings("test")
 
     def on_predict_start(self) -> None:

@@ -1,0 +1,92 @@
+"""Fully sharded data parallelism (FSDP2) for a `FusionModel`, under Lightning's own `ModelParallelStrategy`.
+
+DDP keeps a whole copy of the model, its gradients and its optimizer state on every device; FSDP
+keeps 1/N of each on each of N devices and gathers a block's weights only while that block computes,
+so an encoder too large for one GPU trains over several. Lightning's ``ModelParallelStrategy`` owns
+the process group, the device mesh, the checkpoints and the loop; the model only says what to shard
+(its `configure_model` hook calls `shard`): each block of the text encoder, then the rest.
+
+    mmtab fit --config configs/reviews_text.yaml --model.parts.text.frozen false --trainer.devices 4 \\
+        --trainer.strategy ModelParallelStrategy --trainer.strategy.data_parallel_size 4 \\
+        --trainer.strategy.tensor_parallel_size 1 --trainer.strategy.save_distributed_checkpoint false
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from mmtab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
+    from mmtab.models.fusion_model import FusionModel
+
+STRATEGY_ARGS = ("--trainer.strategy ModelParallelStrategy --trainer.strategy.data_parallel_size N "
+                 "--trainer.strategy.tensor_parallel_size 1 --trainer.strategy.save_distributed_checkpoint false")
+
+
+def shard(net: FusionModel, mesh: DeviceMesh) -> None:
+    """Shard `net` in place over the mesh's data-parallel processes.
+
+    Units: every block the text encoder's class lists in ``_no_split_modules`` (the transformer layers
+    and embeddings; Hugging Face marks them for exactly this), else each entry of its layer lists; then
+    the whole model, which takes the tabular branch, the fusion, the head and whatever is left.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    if is_sharded(net):  # validate after fit calls configure_model again
+        return
+    if "tensor_parallel" in (mesh.mesh_dim_names or ()) and mesh["tensor_parallel"].size() > 1:
+        raise ConfigError(f"mmtab shards the model over data-parallel processes only (FSDP), and this run asks for "
+                          f"tensor parallelism over {mesh['tensor_parallel'].size()}: use {STRATEGY_ARGS}")
+    if net.frozen:
+        raise ConfigError(f"under FSDP every part trains from the first step, and {sorted(net.frozen)} is frozen: "
+                          "a frozen encoder's vectors come from the cache (nothing of it trains, so sharding it "
+                          "saves nothing), so use --trainer.strategy ddp for this config, or unfreeze the part")
+    data_parallel = mesh["data_parallel"] if mesh.mesh_dim_names else mesh
+    if net.text is not None:
+        for block in reversed(encoder_blocks(net.text.encoder)):  # inner units before the ones around them
+            fully_shard(block, mesh=data_parallel)
+    fully_shard(net, mesh=data_parallel)
+
+
+def share_buffers(net: nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm's running statistics) before an evaluation.
+
+    Each process updates its own from its own batches; DDP broadcasts rank 0's at every forward, FSDP
+    does not. Evaluation then uses rank 0's on every process, as DDP does and as the checkpoint
+    (written by rank 0) holds them. Nothing happens unless `net` is sharded.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized() or not is_sharded(net):
+        return
+    for buffer in net.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def is_sharded(net: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(net, FSDPModule)
+
+
+def check_strategy(strategy: object) -> None:
+    """mmtab's checkpoints are one file (`load_checkpoint`, ``validate`` and ``predict`` read it, with
+    the model's config inside); ModelParallelStrategy writes a folder of shards unless told not to."""
+    if getattr(strategy, "_save_distributed_checkpoint", False):
+        raise ConfigError("ModelParallelStrategy writes each checkpoint as a folder of shards, and mmtab's checkpoints "
+                          "are one file: add --trainer.strategy.save_distributed_checkpoint false (rank 0 gathers "
+                          "the weights into it, on the CPU)")
+
+
+def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
+    """The submodules of a Hugging Face encoder that are sharded one by one, outermost first."""
+    names = set(getattr(encoder, "_no_split_modules", None) or ())
+    blocks = [m for m in encoder.modules() if type(m).__name__ in names]
+    if not blocks:  # a model that names no blocks: each entry of its layer lists
+        blocks = [layer for m in encoder.modules() if isinstance(m, nn.ModuleList) for layer in m]
+    return blocks
