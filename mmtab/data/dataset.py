@@ -91,7 +91,8 @@ class BatchLoader:
     def __len__(self) -> int:
         if self.shuffle:
             return self._n_batches() // self.world_size
-        return -(-len(range(0, len(self.table), self.world_size)) // self.batch_size)  # rank 0 has the most rows
+        rows = -(-len(self.table) // self.world_size)  # rank 0's share, the largest
+        return -(-rows // self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         table = self.table

@@ -45,7 +45,8 @@ def shard(net: FusionModel, mesh: DeviceMesh) -> None:
     if net.frozen:
         raise ConfigError(f"under FSDP every part trains from the first step, and {sorted(net.frozen)} is frozen: "
                           "a frozen encoder's vectors come from the cache (nothing of it trains, so sharding it "
-                          "saves nothing), so use --trainer.strategy ddp for this config, or unfreeze the part")
+                          f"saves nothing): use --trainer.strategy ddp for this config, or train the part from the "
+                          f"start (--model.parts.{min(net.frozen)}.frozen false)")
     data_parallel = mesh["data_parallel"] if mesh.mesh_dim_names else mesh
     if net.text is not None:
         for block in reversed(encoder_blocks(net.text.encoder)):  # inner units before the ones around them
@@ -77,7 +78,7 @@ def is_sharded(net: nn.Module) -> bool:
 def check_strategy(strategy: object) -> None:
     """mmtab's checkpoints are one file (`load_checkpoint`, ``validate`` and ``predict`` read it, with
     the model's config inside); ModelParallelStrategy writes a folder of shards unless told not to."""
-    if getattr(strategy, "_save_distributed_checkpoint", False):
+    if getattr(strategy, "_save_distributed_checkpoint", False):  # its init argument; Lightning offers no getter
         raise ConfigError("ModelParallelStrategy writes each checkpoint as a folder of shards, and mmtab's checkpoints "
                           "are one file: add --trainer.strategy.save_distributed_checkpoint false (rank 0 gathers "
                           "the weights into it, on the CPU)")
