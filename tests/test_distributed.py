@@ -109,10 +109,13 @@ def test_fsdp_holds_half_the_encoder_per_process_and_trains_what_ddp_trains(tmp_
         local, whole = map(int, (tmp_path / "share" / f"rank{rank}.txt").read_text().split())
         assert 0.45 * whole <= local <= 0.55 * whole, (rank, local, whole)
     assert len(ddp) == len(fsdp) == 2
+    # The loss follows the weights smoothly; the ranking metrics of a model this young can flip a row on
+    # weights that differ by 1e-5 (gradients reduced in another order), so they get a row's worth or so.
+    tolerance = {"val_loss": 2e-4, "val_auroc": 3e-3, "val_accuracy": 7e-3, "val_f1": 1e-2}
     for a, b in zip(ddp, fsdp):
-        assert a.keys() == b.keys()
+        assert a.keys() == b.keys() == tolerance.keys()
         for k in a:
-            assert abs(a[k] - b[k]) <= 2e-4, (k, a[k], b[k])
+            assert abs(a[k] - b[k]) <= tolerance[k], (k, a[k], b[k])
     assert ddp_state.keys() == fsdp_state.keys()
     for k, v in ddp_state.items():
         if isinstance(v, torch.Tensor) and v.is_floating_point():

@@ -48,3 +48,19 @@ def test_a_run_sigkilled_mid_epoch_and_resumed_ends_bit_identical(tmp_path, adul
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     scores = [next(v["best_model_score"] for k, v in c["callbacks"].items() if "ModelCheckpoint" in k) for c in (a, b)]
     assert torch.equal(*scores)  # the best validation loss: metrics identical too
+
+
+def test_resuming_with_more_epochs_than_the_cycle_spans_is_refused_before_a_step(tmp_path, adult_sample):
+    """One-cycle is shaped by the run's length; a finished run resumed with a larger max_epochs would
+    step past its end (PyTorch's 'Tried to step N times' mid-epoch): one message instead, no step."""
+    data = tmp_path / "adult.parquet"
+    adult_sample.to_parquet(data)
+    common = [f"--config={CONFIG}", f"--data.path={data}", "--data.batch_size=256",
+              "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"]
+    assert fit(*common, "--trainer.max_epochs=1").returncode == 0
+    (last,) = tmp_path.rglob("last.ckpt")
+    before = last.stat().st_mtime_ns
+    longer = fit(*common, "--trainer.max_epochs=2", f"--ckpt_path={last}")
+    assert longer.returncode == 2 and "the checkpoint's one-cycle schedule spans" in longer.stderr
+    assert "Traceback" not in longer.stderr and "epoch 1:" not in longer.stdout + longer.stderr
+    assert last.stat().st_mtime_ns == before

@@ -32,7 +32,7 @@ from mmtab.training.param_groups import (
     check_part_names,
     format_param_groups,
 )
-from mmtab.training.schedule import OneCycle
+from mmtab.training.schedule import OneCycle, check_resumed_schedule
 from mmtab.training.sharding import check_strategy, shard, share_buffers
 
 
@@ -264,6 +264,10 @@ class MultimodalModule(pl.LightningModule):
             check_optimizer(self.net, optimizer)
             rank_zero_info("mmtab param groups (peak lr per part):\n" + format_param_groups(optimizer))
         self._attach_text_embeddings("train", "valid")
+
+    def on_train_start(self) -> None:  # after a resumed run's schedule is restored (on_fit_start is before)
+        for config in self.trainer.lr_scheduler_configs:
+            check_resumed_schedule(config.scheduler, int(self.trainer.estimated_stepping_batches))
 
     # A frozen encoder's vectors are computed (or read from its cache) once per table when a stage
     # starts, not per batch: each epoch then costs about what the tabular branch and the head cost.

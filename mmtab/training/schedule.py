@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import OneCycleLR
 
+from mmtab.errors import ConfigError
+
 
 @dataclass
 class OneCycle:
@@ -30,7 +32,7 @@ class OneCycle:
     def build(self, optimizer: Optimizer, total_steps: int) -> OneCycleLR:
         # PyTorch divides by the warm-up's length in steps, which must not be 0: a run of a few steps
         # (a smoke test, `max_steps=4`) gets a warm-up of at least 1.5 steps instead of an error.
-        total_steps = max(total_steps, 3)
+        total_steps = _cycle_steps(total_steps)
         pct_start = min(max(self.pct_start, 1.5 / total_steps), 0.5)
         return OneCycleLR(
             optimizer,
@@ -44,3 +46,17 @@ class OneCycle:
             base_momentum=self.base_momentum,
             max_momentum=self.max_momentum,
         )
+
+
+def check_resumed_schedule(scheduler: object, total_steps: int) -> None:
+    """A one-cycle schedule restored from a checkpoint spans the steps of the run that wrote it; a
+    resumed run with more steps (a larger ``max_epochs``, say) would step past its end mid-epoch."""
+    if isinstance(scheduler, OneCycleLR) and scheduler.total_steps != _cycle_steps(total_steps):
+        raise ConfigError(f"the checkpoint's one-cycle schedule spans {scheduler.total_steps} steps and this run "
+                          f"has {total_steps}: a cycle cannot be stretched once it has begun. Resume with the "
+                          "trainer.max_epochs (or max_steps) and data.batch_size of the run that wrote it; to train "
+                          "longer, fit again with more epochs")
+
+
+def _cycle_steps(total_steps: int) -> int:
+    return max(total_steps, 3)
