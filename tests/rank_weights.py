@@ -23,7 +23,9 @@ class SaveEachRanksShare(pl.Callback):
         self.folder = folder
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        local = sum(getattr(p, "_local_tensor", p).numel() for p in pl_module.net.text.parameters())
+        from torch.distributed.tensor import DTensor
+
+        local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in pl_module.net.text.parameters())
         whole = sum(p.numel() for p in pl_module.net.text.parameters())
         Path(self.folder).mkdir(parents=True, exist_ok=True)
         (Path(self.folder) / f"rank{trainer.global_rank}.txt").write_text(f"{local} {whole}")

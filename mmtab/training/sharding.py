@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 from mmtab.errors import ConfigError
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
 
     from mmtab.models.fusion_model import FusionModel
-
-STRATEGY_ARGS = ("--trainer.strategy ModelParallelStrategy --trainer.strategy.data_parallel_size N "
-                 "--trainer.strategy.tensor_parallel_size 1 --trainer.strategy.save_distributed_checkpoint false")
-
 
 def shard(net: FusionModel, mesh: DeviceMesh) -> None:
     """Shard `net` in place over the mesh's data-parallel processes.
@@ -39,15 +36,17 @@ def shard(net: FusionModel, mesh: DeviceMesh) -> None:
 
     if is_sharded(net):  # validate after fit calls configure_model again
         return
-    if "tensor_parallel" in (mesh.mesh_dim_names or ()) and mesh["tensor_parallel"].size() > 1:
+    if mesh["tensor_parallel"].size() > 1:  # Lightning's mesh: (data_parallel, tensor_parallel)
         raise ConfigError(f"mmtab shards the model over data-parallel processes only (FSDP), and this run asks for "
-                          f"tensor parallelism over {mesh['tensor_parallel'].size()}: use {STRATEGY_ARGS}")
+                          f"tensor parallelism over {mesh['tensor_parallel'].size()}: set "
+                          "--trainer.strategy.tensor_parallel_size 1 and --trainer.strategy.data_parallel_size to "
+                          "the number of processes")
     if net.frozen:
         raise ConfigError(f"under FSDP every part trains from the first step, and {sorted(net.frozen)} is frozen: "
                           "a frozen encoder's vectors come from the cache (nothing of it trains, so sharding it "
                           f"saves nothing): use --trainer.strategy ddp for this config, or train the part from the "
                           f"start (--model.parts.{min(net.frozen)}.frozen false)")
-    data_parallel = mesh["data_parallel"] if mesh.mesh_dim_names else mesh
+    data_parallel = mesh["data_parallel"]
     if net.text is not None:
         for block in reversed(encoder_blocks(net.text.encoder)):  # inner units before the ones around them
             fully_shard(block, mesh=data_parallel)
@@ -61,15 +60,16 @@ def share_buffers(net: nn.Module) -> None:
     does not. Evaluation then uses rank 0's on every process, as DDP does and as the checkpoint
     (written by rank 0) holds them. Nothing happens unless `net` is sharded.
     """
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_initialized() or not is_sharded(net):
+    if not is_sharded(net):
         return
     for buffer in net.buffers():
-        dist.broadcast(buffer, src=0)
+        torch.distributed.broadcast(buffer, src=0)
 
 
 def is_sharded(net: nn.Module) -> bool:
+    """Whether `shard` has run on `net` (so its processes are up)."""
+    if not torch.distributed.is_available():
+        return False
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(net, FSDPModule)
