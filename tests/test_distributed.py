@@ -125,6 +125,36 @@ def test_fsdp_holds_half_the_encoder_per_process_and_trains_what_ddp_trains(tmp_
     assert module.net.text is not None and module.net.tabular is not None
 
 
+def test_an_fsdp_run_killed_mid_epoch_resumes_to_the_uninterrupted_run(tmp_path, reviews_sample, tiny_bert):
+    """Both processes SIGKILLed in epoch 1; the run resumed from epoch 0's checkpoint (one file, the whole
+    model and optimizer, re-sharded on load) ends where the uninterrupted run ends."""
+    import json
+
+    reviews_sample.to_parquet(tmp_path / "reviews.parquet")
+    common = [f"--config={FUSION}", f"--data.path={tmp_path / 'reviews.parquet'}", f"--data.text_model={tiny_bert}",
+              "--data.max_length=32", "--model.parts.text.frozen=false", "--trainer.max_epochs=2",
+              "--trainer.limit_train_batches=6", "--trainer.devices=2", "--data.batch_size=16",
+              "--trainer.strategy=ModelParallelStrategy", "--trainer.strategy.data_parallel_size=2",
+              "--trainer.strategy.tensor_parallel_size=1", "--trainer.strategy.save_distributed_checkpoint=false",
+              "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
+    whole, whole_state = fit(tmp_path, "whole", *common)
+    killer = json.dumps({"class_path": "tests.killer.SigkillMidEpoch", "init_args": {"epoch": 1, "batch": 3}})
+    root = tmp_path / "killed"
+    killed = mmtab("fit", *common, f"--trainer.default_root_dir={root}", f"--trainer.callbacks+={killer}", check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (last,) = root.rglob("last.ckpt")
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    resumed = mmtab("fit", *common, f"--trainer.default_root_dir={root}", f"--ckpt_path={last}")
+    metrics = epoch_metrics(resumed.stdout + resumed.stderr)
+    final = torch.load(sorted(root.rglob("last.ckpt"))[-1], weights_only=True)
+    assert final["epoch"] == 1 and len(metrics) == 1
+    for k, v in metrics[0].items():
+        assert abs(v - whole[1][k]) <= 1e-6, (k, v, whole[1][k])
+    for k, v in whole_state.items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(final["state_dict"][k], v), k
+
+
 def test_fsdp_refuses_a_frozen_part_before_training(tmp_path, reviews_sample, tiny_bert):
     reviews_sample.to_parquet(tmp_path / "reviews.parquet")
     proc = mmtab("fit", f"--config={FUSION}", f"--data.path={tmp_path / 'reviews.parquet'}",
