@@ -4,6 +4,10 @@
   (``benchmarks/fastai_parity.py``'s runs; null where fastai is not installed).
 - ``tabular_vs_bare_loop``: the same mmtab run against a bare PyTorch loop over mmtab's own
   `nn.Module`, optimizer and schedule, on the same tensors: what the framework layer costs.
+- ``lightning_floor_vs_bare_loop``, ``tabular_vs_lightning_floor``: that cost split in two. The floor
+  is the least LightningModule over the same net, optimizer, schedule and data module (its training
+  step the mean loss and nothing else), fitted by the same trainer: the first ratio is what
+  Lightning's loop costs, the second what mmtab adds to it.
 - ``encode_vs_bare_hf``: mmtab's frozen-encoder pass (`TextEncoder.embed_rows`, no cache) against the
   fastest bare `transformers` forward of several (random order; length-sorted; length-sorted under
   bf16 autocast where the hardware computes in bf16), over the same reviews.
@@ -37,12 +41,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pandas as pd
 import torch
 import yaml
 from fastai_parity import (
     CONFIG,
     DATA,
+    TrainTimer,
     build_cli,
     recipe_args,
     reference_split,
@@ -55,6 +61,7 @@ from fastai_parity import (
 from mmtab.data.tokenization import TextTokenizer
 from mmtab.models.text import TextEncoder, bf16_is_native
 from mmtab.pretrained import resolve_pretrained
+from mmtab.training.module import MultimodalModule
 
 ROOT = Path(__file__).resolve().parents[1]
 REVIEWS = ROOT / "data" / "womens_clothing_reviews.parquet"
@@ -95,10 +102,38 @@ def bare_tabular_loop(split_file: Path) -> float:
     return n * epochs / seconds
 
 
+class LightningFloor(pl.LightningModule):
+    """The least LightningModule over an mmtab module's net, optimizer and schedule: a training step that
+    is the mean loss (no sample weights, finite check or logging) and no validation step. What it costs
+    beyond the bare loop is Lightning's own loop: hooks, closure, progress and result bookkeeping."""
+
+    def __init__(self, module: MultimodalModule) -> None:
+        super().__init__()
+        self.net, self.task = module.net, module.task
+        self.build_optimizer, self.scheduler = module.build_optimizer, module.scheduler
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.task.loss(self.net(batch), batch["target"]).mean()
+
+    def configure_optimizers(self):  # noqa: ANN201
+        optimizer = self.build_optimizer()
+        schedule = self.scheduler.build(optimizer, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def lightning_floor(split_file: Path) -> float:
+    """Training samples/s of `LightningFloor` over the recipe, timed as mmtab's run is."""
+    cli = build_cli(CONFIG, *recipe_args(split_file, 0))
+    timer = TrainTimer()
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(LightningFloor(cli.model), cli.datamodule)
+    return timer.samples / timer.seconds
+
+
 def tabular(repeats: int) -> dict[str, float | None]:
     df = pd.read_parquet(DATA)
     train_idx, valid_idx = reference_split(df)
-    best = {"fastai": 0.0, "mmtab": 0.0, "bare": 0.0}
+    best = {"fastai": 0.0, "mmtab": 0.0, "floor": 0.0, "bare": 0.0}
     try:
         import fastai  # noqa: F401
     except ImportError:
@@ -110,12 +145,16 @@ def tabular(repeats: int) -> dict[str, float | None]:
             if best["fastai"] is not None:
                 best["fastai"] = max(best["fastai"], run_fastai(df, train_idx, valid_idx, 0)["samples_per_s"])
             best["mmtab"] = max(best["mmtab"], run_mmtab(split_file, df.iloc[valid_idx], 0)["samples_per_s"])
+            best["floor"] = max(best["floor"], lightning_floor(split_file))
             best["bare"] = max(best["bare"], bare_tabular_loop(split_file))
     return {"tabular_samples_per_s": round(best["mmtab"]),
             "fastai_samples_per_s": best["fastai"] and round(best["fastai"]),
+            "lightning_floor_samples_per_s": round(best["floor"]),
             "bare_loop_samples_per_s": round(best["bare"]),
             "tabular_vs_fastai": best["fastai"] and round(best["mmtab"] / best["fastai"], 3),
-            "tabular_vs_bare_loop": round(best["mmtab"] / best["bare"], 3)}
+            "tabular_vs_bare_loop": round(best["mmtab"] / best["bare"], 3),
+            "lightning_floor_vs_bare_loop": round(best["floor"] / best["bare"], 3),
+            "tabular_vs_lightning_floor": round(best["mmtab"] / best["floor"], 3)}
 
 
 # ----------------------------------------------------------------------------------------- encoding
