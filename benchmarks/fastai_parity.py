@@ -9,7 +9,9 @@ training phase only (validation excluded), measured by a callback in each framew
 Needs fastai in the environment (``../shared/tools/install_fastai.sh``); it is not a dependency of
 mmtab. Last line: one JSON object.
 
-    python benchmarks/fastai_parity.py [--seeds 0 1 2]
+    python benchmarks/fastai_parity.py [--seeds 0 1 2] [--accelerator gpu]
+
+Both frameworks run on the one accelerator named (``cpu`` unless told): neither picks a GPU by itself.
 """
 
 from __future__ import annotations
@@ -53,13 +55,25 @@ def split_column(df: pd.DataFrame, valid_idx: np.ndarray) -> np.ndarray:
     return split
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read after it has seen that work finish."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def torch_device(accelerator: str) -> torch.device:
+    """Lightning's accelerator name -> the torch device it trains on."""
+    return torch.device("cuda" if accelerator == "gpu" else "cpu")
+
+
 def score(y_true: np.ndarray, p_positive: np.ndarray) -> dict[str, float]:
     return {"accuracy": float(accuracy_score(y_true, p_positive > 0.5)),
             "auroc": float(roc_auc_score(y_true, p_positive))}
 
 
 # ------------------------------------------------------------------------------------------ fastai
-def run_fastai(df: pd.DataFrame, train_idx: np.ndarray, valid_idx: np.ndarray, seed: int) -> dict[str, float]:
+def run_fastai(df: pd.DataFrame, train_idx: np.ndarray, valid_idx: np.ndarray, seed: int,
+               accelerator: str = "cpu") -> dict[str, float]:
     from fastai.tabular.all import (
         Callback,
         Categorify,
@@ -76,16 +90,18 @@ def run_fastai(df: pd.DataFrame, train_idx: np.ndarray, valid_idx: np.ndarray, s
         seconds, samples = 0.0, 0
 
         def before_train(self):
+            synchronize(self.dls.device)
             self.t0 = time.perf_counter()
 
         def after_train(self):
+            synchronize(self.dls.device)
             TrainTimer.seconds += time.perf_counter() - self.t0
             TrainTimer.samples += len(self.dls.train) * self.dls.train.bs
 
     set_seed(seed, reproducible=False)
     to = TabularPandas(df, procs=[Categorify, FillMissing, Normalize], cat_names=CAT, cont_names=CONT,
                        y_names=TARGET, y_block=CategoryBlock(), splits=(list(train_idx), list(valid_idx)))
-    dls = to.dataloaders(bs=BATCH)
+    dls = to.dataloaders(bs=BATCH, device=torch_device(accelerator))
     learn = tabular_learner(dls, layers=LAYERS, cbs=[TrainTimer()])
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(EPOCHS, LR)
@@ -105,10 +121,12 @@ class TrainTimer(pl.Callback):
         self.epochs: list[float] = []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        synchronize(pl_module.device)
         self._t0 = time.perf_counter()
 
     def _stop(self, trainer) -> None:
         if self._t0 is not None:
+            synchronize(trainer.lightning_module.device)
             self.epochs.append(time.perf_counter() - self._t0)
             self.seconds += self.epochs[-1]
             rows = len(trainer.datamodule.table("train"))  # an epoch serves every row, in near-equal batches
@@ -143,14 +161,16 @@ def timed_fit(config: Path, *args: str, callbacks: tuple = ()) -> tuple[MmtabCLI
     return cli, timer
 
 
-def recipe_args(split_file: Path, seed: int) -> list[str]:
-    """mmtab's fastai recipe (configs/adult.yaml) on the reference split."""
-    return [f"--seed_everything={seed}", f"--data.seed={seed}", f"--data.path={split_file}", "--data.split_col=split"]
+def recipe_args(split_file: Path, seed: int, accelerator: str = "cpu") -> list[str]:
+    """mmtab's fastai recipe (configs/adult.yaml) on the reference split, on `accelerator`."""
+    return [f"--seed_everything={seed}", f"--data.seed={seed}", f"--data.path={split_file}", "--data.split_col=split",
+            f"--trainer.accelerator={accelerator}"]
 
 
-def run_mmtab(split_file: Path, valid: pd.DataFrame, seed: int, callbacks: tuple = ()) -> dict[str, float]:
+def run_mmtab(split_file: Path, valid: pd.DataFrame, seed: int, callbacks: tuple = (),
+              accelerator: str = "cpu") -> dict[str, float]:
     """Train the recipe on the split and score it; `callbacks` join the timed training."""
-    cli, timer = timed_fit(CONFIG, *recipe_args(split_file, seed), callbacks=callbacks)
+    cli, timer = timed_fit(CONFIG, *recipe_args(split_file, seed, accelerator), callbacks=callbacks)
     table = predict_frame(cli.model, cli.datamodule.preprocessor, valid)
     y = (valid[TARGET].to_numpy() == POSITIVE).astype(int)
     return {**score(y, table[f"prob_{POSITIVE}"].to_numpy()), "samples_per_s": timer.samples / timer.seconds}
@@ -159,6 +179,7 @@ def run_mmtab(split_file: Path, valid: pd.DataFrame, seed: int, callbacks: tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     args = parser.parse_args()
     df = pd.read_parquet(DATA)
     train_idx, valid_idx = reference_split(df)
@@ -168,12 +189,13 @@ def main() -> None:
         split_file = Path(tmp) / "adult_split.parquet"
         df.assign(split=split).to_parquet(split_file)
         for seed in args.seeds:
-            results["fastai"].append(run_fastai(df, train_idx, valid_idx, seed))
-            results["mmtab"].append(run_mmtab(split_file, df.iloc[valid_idx], seed))
+            results["fastai"].append(run_fastai(df, train_idx, valid_idx, seed, args.accelerator))
+            results["mmtab"].append(run_mmtab(split_file, df.iloc[valid_idx], seed, accelerator=args.accelerator))
             print(f"seed {seed}: fastai {results['fastai'][-1]}  mmtab {results['mmtab'][-1]}", flush=True)
     summary: dict[str, object] = {"benchmark": "fastai_parity", "dataset": "adult", "split": "stratified 80/20 rs=42",
                                   "seeds": args.seeds, "batch_size": BATCH, "epochs": EPOCHS,
-                                  "torch_threads": torch.get_num_threads()}
+                                  "torch_threads": torch.get_num_threads(),
+                                  "device": torch.cuda.get_device_name() if args.accelerator == "gpu" else "cpu"}
     for name, runs in results.items():
         for key in ("accuracy", "auroc", "samples_per_s"):
             summary[f"{name}_{key}"] = round(float(np.mean([r[key] for r in runs])), 4 if key != "samples_per_s" else 0)
