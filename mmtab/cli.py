@@ -24,6 +24,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -33,6 +34,7 @@ from mmtab.diagnostics.lr_finder import LrFinderResult, find_lr, plot_lr_finder
 from mmtab.errors import ConfigError, MmtabError
 from mmtab.predict import MODEL_CONFIG_KEY, PredictionWriter
 from mmtab.training.module import MultimodalModule
+from mmtab.training.sharding import FSDP1_NAMES, SHARD_THROUGH
 
 
 def _identity(value: Any) -> Any:
@@ -68,6 +70,20 @@ def model_config_with_links(config: dict[str, Any], datamodule: TabularTextDataM
         if isinstance(node, dict):
             node[leaf] = compute(getattr(datamodule, source))
     return config
+
+
+def check_trainer(accelerator: Any, strategy: Any) -> None:
+    """The trainer settings a user most often gets wrong for the machine, refused before any data is
+    read: a GPU where torch sees none, and Lightning's FSDPStrategy (mmtab shards through another)."""
+    name = strategy if isinstance(strategy, str) else str(getattr(strategy, "class_path", "")).rsplit(".", 1)[-1]
+    if name in FSDP1_NAMES:
+        raise ConfigError(f"trainer.strategy {name}: {SHARD_THROUGH}")
+    wanted = {"gpu": ("cuda", "mps"), "cuda": ("cuda",), "mps": ("mps",)}.get(str(accelerator), ())
+    seen = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if wanted and not any(seen[kind] for kind in wanted):
+        raise ConfigError(f"trainer.accelerator is {accelerator!r}, and torch sees no such device on this machine "
+                          f"(torch.cuda.is_available() is {seen['cuda']}): use --trainer.accelerator cpu, or auto "
+                          "(a GPU where there is one, else the CPU)")
 
 
 class SaveFitConfig(SaveConfigCallback):
@@ -127,6 +143,7 @@ class MmtabCLI(LightningCLI):
         if given:
             raise ConfigError("; ".join(f"model.{target} is decided by the data (data.{source}): remove it from the "
                                        "config" for source, target in given))
+        check_trainer(config.trainer.accelerator, config.trainer.strategy)
         if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") in ("best", "last"):
             root = config.trainer.default_root_dir or "."
             path, chosen = find_run_checkpoint(config.ckpt_path, root)
@@ -134,6 +151,15 @@ class MmtabCLI(LightningCLI):
             print(f"mmtab: {self.subcommand} with {chosen}")
         if self.subcommand in ("validate", "test", "predict", "lr_find") and config.trainer.logger is None:
             config.trainer.logger = False  # they report on the terminal (or write --predictions.output)
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        # Lightning checks the accelerator, devices and strategy together as the Trainer is built, before
+        # anything trains, and refuses a mismatch (or a strategy's missing package) with a traceback:
+        # here it is its message alone.
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, ModuleNotFoundError) as error:
+            raise ConfigError(f"the trainer settings cannot run here: {error}") from error
 
     def after_instantiate_classes(self) -> None:
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))

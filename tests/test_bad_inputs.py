@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from .conftest import ROOT
 
@@ -98,6 +99,16 @@ CASES: list[tuple[str, Callable[[pd.DataFrame, Path], list[str]], str]] = [
                                                                     "--model.net.tabular.n_cont=3"],
      "model.net.tabular.n_cont is decided by the data"),
     ("a data file that does not exist", lambda df, tmp: [f"--data.path={tmp / 'nope.csv'}"], "does not exist"),
+    ("Lightning's FSDP strategy", lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--trainer.strategy=fsdp"],
+     "trainer.strategy fsdp: mmtab shards a model through Lightning's ModelParallelStrategy"),
+    ("trainer settings Lightning refuses", lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--trainer.accelerator=cpu",
+                                                            "--trainer.devices=0"],
+     "the trainer settings cannot run here: `Trainer(devices='0')` value is not a valid input"),
+    pytest.param("a GPU asked for where there is none",
+                 lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--trainer.accelerator=gpu"],
+                 "trainer.accelerator is 'gpu', and torch sees no such device on this machine",
+                 marks=pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(),
+                                          reason="this machine has a GPU")),
 ]
 
 
@@ -116,7 +127,7 @@ def run_mmtab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
 
 
-@pytest.mark.parametrize("case, make, words", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case, make, words", CASES, ids=[(c.values if hasattr(c, "values") else c)[0] for c in CASES])
 def test_a_bad_input_ends_in_one_clear_message(case, make, words, rows, tmp_path):
     args = make(rows, tmp_path)
     before = tree(tmp_path)

@@ -167,6 +167,22 @@ def test_fsdp_refuses_a_frozen_part_before_training(tmp_path, reviews_sample, ti
         in proc.stderr and "Traceback" not in proc.stderr and not list(tmp_path.rglob("*.ckpt"))
 
 
+def test_lightnings_fsdp_strategy_is_refused_for_the_route_mmtab_shards_by():
+    """A Python user's Trainer(strategy=FSDPStrategy()) reaches `configure_model`, which refuses it (the CLI
+    refuses the name earlier, before reading data: tests/test_bad_inputs.py)."""
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
+
+    from mmtab.errors import ConfigError
+    from mmtab.training.sharding import check_strategy
+
+    with pytest.raises(ConfigError, match="--trainer.strategy ModelParallelStrategy --trainer.strategy.data_parallel"):
+        check_strategy(FSDPStrategy())
+    check_strategy(DDPStrategy())
+    check_strategy(ModelParallelStrategy(save_distributed_checkpoint=False))
+    with pytest.raises(ConfigError, match="save_distributed_checkpoint false"):
+        check_strategy(ModelParallelStrategy())
+
+
 @pytest.mark.parametrize("n", [1000, 1003, 64])
 def test_each_process_loads_its_own_share(n):
     """Training: the same number of batches each, disjoint, and step k of the world is batch k of one

@@ -124,8 +124,8 @@ class MultimodalModule(pl.LightningModule):
     def configure_model(self) -> None:
         # Lightning calls this once the processes and their device mesh exist; only its
         # ModelParallelStrategy gives a mesh, and then the model is sharded (FSDP2, `mmtab.training.sharding`).
+        check_strategy(self.trainer.strategy)
         if self.device_mesh is not None:
-            check_strategy(self.trainer.strategy)
             shard(self.net, self.device_mesh)
 
     def __setattr__(self, name: str, value: Any) -> None:

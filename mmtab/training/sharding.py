@@ -75,9 +75,26 @@ def is_sharded(net: nn.Module) -> bool:
     return isinstance(net, FSDPModule)
 
 
+# The one route by which mmtab shards a model, said wherever another route is asked for.
+SHARD_THROUGH = ("mmtab shards a model through Lightning's ModelParallelStrategy (FSDP2; on CPUs too): "
+                 "--trainer.strategy ModelParallelStrategy --trainer.strategy.data_parallel_size N "
+                 "--trainer.strategy.tensor_parallel_size 1 --trainer.strategy.save_distributed_checkpoint false, "
+                 "N the number of processes (the README's 'Several processes' section)")
+FSDP1_NAMES = frozenset({"fsdp", "fsdp_cpu_offload", "FSDPStrategy"})
+
+
 def check_strategy(strategy: object) -> None:
-    """mmtab's checkpoints are one file (`load_checkpoint`, ``validate`` and ``predict`` read it, with
-    the model's config inside); ModelParallelStrategy writes a folder of shards unless told not to."""
+    """Refuse what mmtab's sharding does not do, before the model is built on the devices.
+
+    Lightning's `FSDPStrategy` (FSDP1) is not mmtab's route: it wraps the whole model as one unit and
+    was never run against mmtab's frozen parts and param groups. mmtab's checkpoints are one file
+    (`load_checkpoint`, ``validate`` and ``predict`` read it, with the model's config inside), and
+    ModelParallelStrategy writes a folder of shards unless told not to.
+    """
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if isinstance(strategy, FSDPStrategy):
+        raise ConfigError(f"trainer.strategy FSDPStrategy: {SHARD_THROUGH}")
     if getattr(strategy, "_save_distributed_checkpoint", False):  # its init argument; Lightning offers no getter
         raise ConfigError("ModelParallelStrategy writes each checkpoint as a folder of shards, and mmtab's checkpoints "
                           "are one file: add --trainer.strategy.save_distributed_checkpoint false (rank 0 gathers "
