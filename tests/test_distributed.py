@@ -88,25 +88,35 @@ def test_a_frozen_then_unfrozen_text_branch_trains_the_same_on_every_process(tmp
             assert torch.equal(v, rank1[k]), k
 
 
-def test_fsdp_holds_half_the_encoder_per_process_and_trains_what_ddp_trains(tmp_path, reviews_sample, tiny_bert):
-    """Lightning's ModelParallelStrategy (FSDP2) over two CPU processes: each holds half of the text
-    branch's weights, and the run (encoder fine-tuned from the first step, uneven evaluation shares)
-    gives DDP's validation metrics and weights to float rounding: the same averaged gradients."""
+FSDP = ["--trainer.strategy=ModelParallelStrategy", "--trainer.strategy.data_parallel_size=2",
+        "--trainer.strategy.tensor_parallel_size=1", "--trainer.strategy.save_distributed_checkpoint=false"]
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory, reviews_sample, tiny_bert):
+    """The fusion config, its encoder fine-tuned from the first step, over two CPU processes under
+    Lightning's ModelParallelStrategy (FSDP2): (folder, the run's arguments, epoch metrics, weights)."""
     import json
 
-    reviews_sample.to_parquet(tmp_path / "reviews.parquet")
-    share = json.dumps({"class_path": "tests.rank_weights.SaveEachRanksShare",
-                        "init_args": {"folder": str(tmp_path / "share")}})
-    common = [f"--config={FUSION}", f"--data.path={tmp_path / 'reviews.parquet'}", f"--data.text_model={tiny_bert}",
+    tmp = tmp_path_factory.mktemp("fsdp")
+    reviews_sample.to_parquet(tmp / "reviews.parquet")
+    common = [f"--config={FUSION}", f"--data.path={tmp / 'reviews.parquet'}", f"--data.text_model={tiny_bert}",
               "--data.max_length=32", "--model.parts.text.frozen=false", "--trainer.max_epochs=2",
               "--trainer.limit_train_batches=6", "--trainer.devices=2", "--data.batch_size=16",
               "--data.eval_batch_size=50"]
-    ddp, ddp_state = fit(tmp_path, "ddp", *common, "--trainer.strategy=ddp")
-    fsdp, fsdp_state = fit(tmp_path, "fsdp", *common, "--trainer.strategy=ModelParallelStrategy",
-                           "--trainer.strategy.data_parallel_size=2", "--trainer.strategy.tensor_parallel_size=1",
-                           "--trainer.strategy.save_distributed_checkpoint=false", f"--trainer.callbacks+={share}")
+    share = json.dumps({"class_path": "tests.rank_weights.SaveEachRanksShare",
+                        "init_args": {"folder": str(tmp / "share")}})
+    metrics, state = fit(tmp, "fsdp", *common, *FSDP, f"--trainer.callbacks+={share}")
+    return tmp, common, metrics, state
+
+
+def test_fsdp_holds_half_the_encoder_per_process_and_trains_what_ddp_trains(fsdp_run):
+    """Each process holds half of the text branch's weights, and the run (uneven evaluation shares)
+    gives DDP's validation metrics and weights to float rounding: the same averaged gradients."""
+    tmp, common, fsdp, fsdp_state = fsdp_run
+    ddp, ddp_state = fit(tmp, "ddp", *common, "--trainer.strategy=ddp")
     for rank in (0, 1):
-        local, whole = map(int, (tmp_path / "share" / f"rank{rank}.txt").read_text().split())
+        local, whole = map(int, (tmp / "share" / f"rank{rank}.txt").read_text().split())
         assert 0.45 * whole <= local <= 0.55 * whole, (rank, local, whole)
     assert len(ddp) == len(fsdp) == 2
     # The loss follows the weights smoothly; the ranking metrics of a model this young can flip a row on
@@ -120,31 +130,26 @@ def test_fsdp_holds_half_the_encoder_per_process_and_trains_what_ddp_trains(tmp_
     for k, v in ddp_state.items():
         if isinstance(v, torch.Tensor) and v.is_floating_point():
             torch.testing.assert_close(fsdp_state[k], v, atol=2e-4, rtol=1e-3)
-    (ckpt,) = (tmp_path / "fsdp").rglob("last.ckpt")  # one file, with the config that rebuilds the model
+    (ckpt,) = (tmp / "fsdp").rglob("last.ckpt")  # one file, with the config that rebuilds the model
     module, _ = load_checkpoint(ckpt)
     assert module.net.text is not None and module.net.tabular is not None
 
 
-def test_an_fsdp_run_killed_mid_epoch_resumes_to_the_uninterrupted_run(tmp_path, reviews_sample, tiny_bert):
+def test_an_fsdp_run_killed_mid_epoch_resumes_to_the_uninterrupted_run(fsdp_run):
     """Both processes SIGKILLed in epoch 1; the run resumed from epoch 0's checkpoint (one file, the whole
-    model and optimizer, re-sharded on load) ends where the uninterrupted run ends."""
+    model and optimizer, re-sharded on load) ends on every weight of the uninterrupted run, bit for bit."""
     import json
 
-    reviews_sample.to_parquet(tmp_path / "reviews.parquet")
-    common = [f"--config={FUSION}", f"--data.path={tmp_path / 'reviews.parquet'}", f"--data.text_model={tiny_bert}",
-              "--data.max_length=32", "--model.parts.text.frozen=false", "--trainer.max_epochs=2",
-              "--trainer.limit_train_batches=6", "--trainer.devices=2", "--data.batch_size=16",
-              "--trainer.strategy=ModelParallelStrategy", "--trainer.strategy.data_parallel_size=2",
-              "--trainer.strategy.tensor_parallel_size=1", "--trainer.strategy.save_distributed_checkpoint=false",
-              "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
-    whole, whole_state = fit(tmp_path, "whole", *common)
+    tmp, common, whole, whole_state = fsdp_run
+    root = tmp / "killed"
+    run = [*common, *FSDP, f"--trainer.default_root_dir={root}", "--trainer.accelerator=cpu",
+           "--trainer.enable_progress_bar=false"]
     killer = json.dumps({"class_path": "tests.killer.SigkillMidEpoch", "init_args": {"epoch": 1, "batch": 3}})
-    root = tmp_path / "killed"
-    killed = mmtab("fit", *common, f"--trainer.default_root_dir={root}", f"--trainer.callbacks+={killer}", check=False)
+    killed = mmtab("fit", *run, f"--trainer.callbacks+={killer}", check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
     (last,) = root.rglob("last.ckpt")
     assert torch.load(last, weights_only=True)["epoch"] == 0
-    resumed = mmtab("fit", *common, f"--trainer.default_root_dir={root}", f"--ckpt_path={last}")
+    resumed = mmtab("fit", *run, f"--ckpt_path={last}")
     metrics = epoch_metrics(resumed.stdout + resumed.stderr)
     final = torch.load(sorted(root.rglob("last.ckpt"))[-1], weights_only=True)
     assert final["epoch"] == 1 and len(metrics) == 1
@@ -159,10 +164,7 @@ def test_fsdp_refuses_a_frozen_part_before_training(tmp_path, reviews_sample, ti
     reviews_sample.to_parquet(tmp_path / "reviews.parquet")
     proc = mmtab("fit", f"--config={FUSION}", f"--data.path={tmp_path / 'reviews.parquet'}",
                  f"--data.text_model={tiny_bert}", "--data.max_length=32", "--trainer.accelerator=cpu",
-                 "--trainer.devices=2", "--trainer.strategy=ModelParallelStrategy",
-                 "--trainer.strategy.data_parallel_size=2", "--trainer.strategy.tensor_parallel_size=1",
-                 "--trainer.strategy.save_distributed_checkpoint=false", f"--trainer.default_root_dir={tmp_path}",
-                 check=False)
+                 "--trainer.devices=2", *FSDP, f"--trainer.default_root_dir={tmp_path}", check=False)
     assert proc.returncode == 2 and "under FSDP every part trains from the first step, and ['text'] is frozen" \
         in proc.stderr and "Traceback" not in proc.stderr and not list(tmp_path.rglob("*.ckpt"))
 
