@@ -66,6 +66,16 @@ def torch_device(accelerator: str) -> torch.device:
     return torch.device("cuda" if accelerator == "gpu" else "cpu")
 
 
+def device_name(accelerator: str) -> str:
+    """What a result's ``device`` says: the GPU's model, or ``cpu``."""
+    return torch.cuda.get_device_name() if accelerator == "gpu" else "cpu"
+
+
+def accelerator_arg(accelerator: str) -> str:
+    """The CLI argument that puts an mmtab run on `accelerator`."""
+    return f"--trainer.accelerator={accelerator}"
+
+
 def score(y_true: np.ndarray, p_positive: np.ndarray) -> dict[str, float]:
     return {"accuracy": float(accuracy_score(y_true, p_positive > 0.5)),
             "auroc": float(roc_auc_score(y_true, p_positive))}
@@ -164,7 +174,7 @@ def timed_fit(config: Path, *args: str, callbacks: tuple = ()) -> tuple[MmtabCLI
 def recipe_args(split_file: Path, seed: int, accelerator: str = "cpu") -> list[str]:
     """mmtab's fastai recipe (configs/adult.yaml) on the reference split, on `accelerator`."""
     return [f"--seed_everything={seed}", f"--data.seed={seed}", f"--data.path={split_file}", "--data.split_col=split",
-            f"--trainer.accelerator={accelerator}"]
+            accelerator_arg(accelerator)]
 
 
 def run_mmtab(split_file: Path, valid: pd.DataFrame, seed: int, callbacks: tuple = (),
@@ -195,7 +205,7 @@ def main() -> None:
     summary: dict[str, object] = {"benchmark": "fastai_parity", "dataset": "adult", "split": "stratified 80/20 rs=42",
                                   "seeds": args.seeds, "batch_size": BATCH, "epochs": EPOCHS,
                                   "torch_threads": torch.get_num_threads(),
-                                  "device": torch.cuda.get_device_name() if args.accelerator == "gpu" else "cpu"}
+                                  "device": device_name(args.accelerator)}
     for name, runs in results.items():
         for key in ("accuracy", "auroc", "samples_per_s"):
             summary[f"{name}_{key}"] = round(float(np.mean([r[key] for r in runs])), 4 if key != "samples_per_s" else 0)

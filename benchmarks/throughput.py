@@ -52,7 +52,9 @@ from fastai_parity import (
     CONFIG,
     DATA,
     TrainTimer,
+    accelerator_arg,
     build_cli,
+    device_name,
     recipe_args,
     reference_split,
     run_fastai,
@@ -247,7 +249,7 @@ def encode(rows: int, accelerator: str) -> dict[str, object]:
 
 # ------------------------------------------------------------------------------------- cached epoch
 def cached_epoch(accelerator: str) -> dict[str, float]:
-    on = f"--trainer.accelerator={accelerator}"
+    on = accelerator_arg(accelerator)
     timed_fit(DEMO, "--trainer.max_epochs=1", on)  # fills the cache: the epochs below read it
     fused = min(timed_fit(DEMO, "--trainer.max_epochs=3", on)[1].epochs)
     config = yaml.safe_load(DEMO.read_text())  # the demo without its text branch, all else equal
@@ -272,7 +274,7 @@ def finetune(rows: int, steps: int, accelerator: str) -> dict[str, object]:
         pd.read_parquet(REVIEWS).sample(rows, random_state=0).to_parquet(data)
         args = [f"--data.path={data}", "--model.parts.text.frozen=false", "--trainer.max_epochs=1",
                 f"--trainer.limit_train_batches={steps}", "--trainer.limit_val_batches=0",
-                f"--trainer.precision={'bf16-mixed' if bf16 else '32-true'}", f"--trainer.accelerator={accelerator}"]
+                f"--trainer.precision={'bf16-mixed' if bf16 else '32-true'}", accelerator_arg(accelerator)]
         _, timer = timed_fit(TEXT, *args)
         mmtab_rate = timer.samples / sum(timer.epochs)
         cli = build_cli(TEXT, *args)
@@ -308,7 +310,7 @@ def demo(accelerator: str) -> dict[str, object]:
             start = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "mmtab.cli", "fit", "--config", str(DEMO),
                                    f"--trainer.default_root_dir={tmp}/runs", "--trainer.enable_progress_bar=false",
-                                   f"--trainer.accelerator={accelerator}"],
+                                   accelerator_arg(accelerator)],
                                   capture_output=True, text=True, cwd=ROOT, env=env, check=True)
             seconds = time.perf_counter() - start
             epochs = [line for line in (proc.stdout + proc.stderr).splitlines() if re.match(r"epoch \d+: val_", line)]
@@ -349,8 +351,7 @@ def vm_hwm_mb() -> float:
 def scaling_child(path: str, accelerator: str) -> None:
     baseline_mb = vm_hwm_mb()  # the interpreter with torch, Lightning and transformers imported
     start = time.perf_counter()
-    _, timer = timed_fit(CONFIG, f"--data.path={path}", "--trainer.max_epochs=2",
-                         f"--trainer.accelerator={accelerator}")
+    _, timer = timed_fit(CONFIG, f"--data.path={path}", "--trainer.max_epochs=2", accelerator_arg(accelerator))
     total = time.perf_counter() - start
     print(json.dumps({"epoch_s": round(min(timer.epochs), 3), "fit_s": round(total, 1),
                       "peak_rss_mb": round(vm_hwm_mb()), "baseline_rss_mb": round(baseline_mb)}))
@@ -372,7 +373,7 @@ def main() -> None:
     if args.scaling_child:
         return scaling_child(args.scaling_child, accelerator)
     result: dict[str, object] = {"benchmark": "throughput",
-                                 "device": torch.cuda.get_device_name() if accelerator == "gpu" else "cpu",
+                                 "device": device_name(accelerator),
                                  "torch_threads": torch.get_num_threads(), "bf16_native": bf16_on(accelerator)}
     with tempfile.TemporaryDirectory() as cache:
         os.environ["MMTAB_CACHE_DIR"] = cache  # a cache of this run's own (the demo's runs use theirs)

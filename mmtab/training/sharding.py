@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from mmtab.errors import ConfigError
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
 
     from mmtab.models.fusion_model import FusionModel
+
 
 def shard(net: FusionModel, mesh: DeviceMesh) -> None:
     """Shard `net` in place over the mesh's data-parallel processes.
@@ -91,8 +93,6 @@ def check_strategy(strategy: object) -> None:
     (`load_checkpoint`, ``validate`` and ``predict`` read it, with the model's config inside), and
     ModelParallelStrategy writes a folder of shards unless told not to.
     """
-    from lightning.pytorch.strategies import FSDPStrategy
-
     if isinstance(strategy, FSDPStrategy):
         raise ConfigError(f"trainer.strategy FSDPStrategy: {SHARD_THROUGH}")
     if getattr(strategy, "_save_distributed_checkpoint", False):  # its init argument; Lightning offers no getter
