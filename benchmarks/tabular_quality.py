@@ -36,7 +36,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import train_test_split
 
-from mmtab.predict import load_checkpoint, predict_frame
+from mmtab.predict import predict_frame
+from mmtab.training.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "tabular_quality.json"

@@ -8,7 +8,7 @@
   is the least LightningModule over the same net, optimizer, schedule and data module (its training
   step the mean loss and nothing else), fitted by the same trainer: the first ratio is what
   Lightning's loop costs, the second what mmtab adds to it.
-- ``encode_vs_bare_hf``: mmtab's frozen-encoder pass (`TextEncoder.embed_rows`, no cache) against the
+- ``encode_vs_bare_hf``: mmtab's frozen-encoder pass (`TextEmbeddings.embed`, no cache) against the
   fastest bare `transformers` forward of several (random order; length-sorted; length-sorted under
   bf16 autocast where the hardware computes in bf16), over the same reviews.
 - ``encode_reviews_per_s``, ``encode_share_of_matmul_peak``: that pass's reviews/s, and its
@@ -67,7 +67,8 @@ from fastai_parity import (
 
 from mmtab.data.dataset import TensorTable
 from mmtab.data.tokenization import TextTokenizer
-from mmtab.models.text import TextEncoder, bf16_is_native
+from mmtab.embeddings import TextEmbeddings, bf16_is_native
+from mmtab.models.text import TextEncoder
 from mmtab.pretrained import resolve_pretrained
 from mmtab.training.module import MultimodalModule
 
@@ -229,10 +230,10 @@ def encode(rows: int, accelerator: str) -> dict[str, object]:
             "fp32_sorted": bare_encode(model, ids, mask, order=by_length, bf16=False)}
     if bf16:
         bare["bf16_autocast_sorted"] = bare_encode(model, ids, mask, order=by_length, bf16=True)
-    encoder = TextEncoder(pretrained=ENCODER, cache_dir=None).to(device).eval()
+    encoder = TextEncoder(pretrained=ENCODER).to(device).eval()
     synchronize(device)
     start = time.perf_counter()
-    encoder.embed_rows(ids, mask)  # its vectors come back to the CPU: the pass has finished
+    TextEmbeddings(cache_dir=None).embed(encoder, ids, mask)  # the vectors come back to the CPU: the pass is done
     seconds = time.perf_counter() - start
     tokens_real = int(mask.sum())
     peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32, device)

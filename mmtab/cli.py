@@ -8,7 +8,7 @@ off (``load_from_checkpoint_support=False``): it records every applied link into
 hyperparameters assuming the link's target exists, and a text-only model has no tabular branch for
 the cardinalities to land in. Instead the CLI's checkpoint writer (`AtomicCheckpointIO`) stores the
 model's resolved config, linked values included, in every checkpoint, and
-`mmtab.predict.load_checkpoint` rebuilds from it.
+`mmtab.training.checkpoints.load_checkpoint` rebuilds from it.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from mmtab.artifacts import AtomicCheckpointIO, find_run_checkpoint
 from mmtab.data.datamodule import TabularTextDataModule
-from mmtab.diagnostics.lr_finder import LrFinderResult, find_lr, plot_lr_finder
+from mmtab.diagnostics.lr_finder import LrFinderResult, find_lr
+from mmtab.diagnostics.plots import plot_lr_finder
 from mmtab.errors import ConfigError, MmtabError
-from mmtab.predict import MODEL_CONFIG_KEY, PredictionWriter
+from mmtab.predict import PredictionWriter
+from mmtab.training.checkpoints import MODEL_CONFIG_KEY, AtomicCheckpointIO, find_run_checkpoint
 from mmtab.training.module import MultimodalModule
 from mmtab.training.sharding import FSDP1_NAMES, SHARD_THROUGH
 

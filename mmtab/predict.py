@@ -7,7 +7,7 @@ build the table with `prediction_table`, so the CLI and a notebook give the same
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import pandas as pd
@@ -19,8 +19,8 @@ from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import TabularPreprocessor
 from mmtab.errors import ConfigError
 
-MODEL_CONFIG_KEY = "mmtab_model_config"  # where `mmtab fit` stores the config that built the model
-
+if TYPE_CHECKING:
+    from mmtab.training.module import MultimodalModule
 
 def prediction_table(outputs: list[dict[str, torch.Tensor]], preprocessor: TabularPreprocessor,
                      frame: pd.DataFrame, *, include_inputs: bool = True) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def top_losses(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def predict_frame(module: pl.LightningModule, preprocessor: TabularPreprocessor, frame: pd.DataFrame, *,
+def predict_frame(module: MultimodalModule, preprocessor: TabularPreprocessor, frame: pd.DataFrame, *,
                   batch_size: int = 4096) -> pd.DataFrame:
     """Predict new rows in Python with a trained module and its fitted preprocessor (a frozen text
     branch reads the rows' embeddings from the cache, as ``mmtab predict`` does)."""
@@ -51,36 +51,13 @@ def predict_frame(module: pl.LightningModule, preprocessor: TabularPreprocessor,
     module.eval()
     try:
         table = TensorTable(preprocessor.transform(frame))
-        if hasattr(module, "attach_text_embeddings"):
-            module.attach_text_embeddings(table)
+        module.text_embeddings.attach(module.net, table)
         device = next(module.parameters()).device
         outputs = [module.predict_step({k: v.to(device) for k, v in batch.items()}, i)
                    for i, batch in enumerate(BatchLoader(table, batch_size=batch_size))]
     finally:
         module.train(was_training)
     return prediction_table(outputs, preprocessor, frame)
-
-
-def load_checkpoint(path: str | Path) -> tuple[pl.LightningModule, TabularPreprocessor]:
-    """A checkpoint written by ``mmtab fit`` -> (module in eval mode, its fitted preprocessor).
-
-    The module is rebuilt from the config stored in the checkpoint (see `mmtab.cli`), so this works
-    in a fresh process with nothing but the checkpoint file.
-    """
-    from jsonargparse import ArgumentParser
-
-    from mmtab.training.module import MultimodalModule
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = next((v for k, v in ckpt.items() if isinstance(v, dict) and "preprocessor" in v), None)
-    if state is None or MODEL_CONFIG_KEY not in ckpt:
-        raise ConfigError(f"{path}: no fitted preprocessor or model config in this checkpoint; it was not written "
-                         "by `mmtab fit`. For a module built in Python, build it again and call load_state_dict.")
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(MultimodalModule, "module", fail_untyped=False)
-    module = parser.instantiate_classes(parser.parse_object({"module": ckpt[MODEL_CONFIG_KEY]})).module
-    module.load_state_dict(ckpt["state_dict"])
-    return module.eval(), TabularPreprocessor.from_state_dict(state["preprocessor"])
 
 
 def write_table(table: pd.DataFrame, path: str | Path, *, overwrite: bool = False) -> Path:

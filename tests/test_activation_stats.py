@@ -15,7 +15,7 @@ def test_recorded_statistics_equal_values_computed_by_hand(adult_sample):
     dm = adult_datamodule(adult_sample)
     module = tabular_module(dm)
     batch = dm.table("train")[torch.arange(256)]
-    stats = ActivationStats(modules=LAYERS, bins=40, hist_max=4.0)
+    stats = ActivationStats(modules=LAYERS, bins=40, hist_range=(1e-2, 1e2), dormant_below=0.1)
     stats.attach(module.net)
     seen = {}
     modules = dict(module.net.named_modules())
@@ -26,8 +26,9 @@ def test_recorded_statistics_equal_values_computed_by_hand(adult_sample):
     module.net.train()(batch)
     for name in LAYERS:
         x = seen[name].numpy().astype(np.float64)
-        hist, _ = np.histogram(np.minimum(np.abs(x), 4.0), bins=40, range=(0, 4.0))
-        expected = np.concatenate([[x.mean(), x.std(ddof=1), hist[0] / x.size], hist / x.size])
+        hist, _ = np.histogram(np.log10(np.clip(np.abs(x), 1e-2, 1e2)), bins=40, range=(-2, 2))
+        dormant = (np.abs(x) < 0.1).mean()
+        expected = np.concatenate([[x.mean(), x.std(ddof=1), dormant], hist / x.size])
         np.testing.assert_allclose(stats.layers[name].table()[0].numpy(), expected, rtol=1e-4, atol=1e-6)
 
 
@@ -84,5 +85,5 @@ def test_the_text_encoder_s_layers_are_recorded_only_when_asked(tiny_bert, revie
     stats = ActivationStats(text_layers=True, log=False, plot=False)
     quiet_trainer(max_steps=2, limit_val_batches=1, callbacks=[stats]).fit(module, dm)
     layers = [n for n in stats.layers if n.startswith("text.")]
-    assert layers == ["text.encoder.encoder.layer.0", "text.encoder.encoder.layer.1"]
+    assert layers == ["text.encoder.embeddings", "text.encoder.encoder.layer.0", "text.encoder.encoder.layer.1"]
     assert all(stats.layers[n].steps == [0, 1] for n in layers)

@@ -13,7 +13,8 @@ import pytest
 
 from mmtab.cli import MmtabCLI
 from mmtab.data.datamodule import TabularTextDataModule
-from mmtab.predict import load_checkpoint, predict_frame
+from mmtab.predict import predict_frame
+from mmtab.training.checkpoints import load_checkpoint
 from mmtab.training.module import MultimodalModule
 
 from .conftest import ROOT
@@ -37,7 +38,7 @@ def trained(tmp_path_factory, adult_sample) -> dict[str, Path]:
     mmtab("fit", *common, "--trainer.max_epochs=2", "--data.batch_size=256")
     checkpoints = sorted(p.name for p in (tmp / "runs").rglob("*.ckpt"))
     assert len(checkpoints) == 2 and "last.ckpt" in checkpoints  # the shipped configs keep the last and the best
-    ckpt = tmp / "runs" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"  # where the README says
+    ckpt = tmp / "runs" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"  # where docs/ says
     assert ckpt.exists()
     return {"tmp": tmp, "data": data, "ckpt": ckpt, "common": common}
 

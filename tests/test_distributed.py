@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmtab.predict import load_checkpoint
+from mmtab.training.checkpoints import load_checkpoint
 
 from .conftest import ROOT
 from .test_cli import mmtab

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from mmtab import FusionModel, TextEncoder
-from mmtab.models import embedding_store
-from mmtab.models.embedding_store import EmbeddingStore, row_keys
-from mmtab.models.text import BF16_MIN_COSINE, PROBE_ROWS
+from mmtab.embeddings import TextEmbeddings
+from mmtab.embeddings.frozen import BF16_MIN_COSINE, PROBE_ROWS
+from mmtab.embeddings.store import MAX_PARTS, EmbeddingStore, row_keys
 
 from .conftest import fusion_module, quiet_trainer, reviews_datamodule
 
@@ -43,19 +43,32 @@ class Counting:
         return sum(self._rows)
 
     @classmethod
-    def on(cls, encoder: TextEncoder) -> Counting:
+    def on(cls, encoder: TextEncoder | Embedded) -> Counting:
         rows: list[int] = []
         encoder.encoder.register_forward_pre_hook(lambda m, a, kw: rows.append(len(kw["input_ids"])),
                                                   with_kwargs=True)
         return cls(rows)
 
 
+class Embedded:
+    """A text branch and how its vectors are kept: ``embed_rows(ids, mask)`` is what a stage does."""
+
+    def __init__(self, text: TextEncoder, embeddings: TextEmbeddings) -> None:
+        self.text, self.embeddings = text, embeddings
+
+    def __getattr__(self, name: str):
+        return getattr(self.text, name)
+
+    def embed_rows(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.embeddings.embed(self.text, ids, mask)
+
+
 @pytest.fixture
 def make_encoder(tiny_bert, tmp_path):
-    def make(**kwargs) -> TextEncoder:
+    def make(*, precision: str = "fp32", **kwargs) -> Embedded:  # fp32: counted rows then include no bf16 probe
         torch.manual_seed(0)
-        kwargs = {"precision": "fp32", **kwargs}  # counted rows then include no bf16 probe
-        return TextEncoder(pretrained=tiny_bert, cache_dir=str(tmp_path / "cache"), **kwargs).eval()
+        return Embedded(TextEncoder(pretrained=tiny_bert, **kwargs).eval(),
+                        TextEmbeddings(cache_dir=str(tmp_path / "cache"), precision=precision))
     return make
 
 
@@ -151,7 +164,7 @@ def test_many_small_parts_are_merged_and_still_found(tmp_path):
     vectors = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
     for i in range(40):
         store.add(keys[i:i + 1], vectors[i:i + 1])
-    assert len(list(tmp_path.glob("part-*.json"))) <= embedding_store.MAX_PARTS
+    assert len(list(tmp_path.glob("part-*.json"))) <= MAX_PARTS
     found, got = store.lookup(keys[::-1].copy(), 3)
     assert found.all() and np.array_equal(got, vectors[::-1])
 
@@ -159,15 +172,16 @@ def test_many_small_parts_are_merged_and_still_found(tmp_path):
 def test_two_processes_filling_one_cache_at_once_leave_it_whole(tiny_bert, tmp_path):
     ids, mask = token_table(200, longest=60)
     torch.save({"ids": ids, "mask": mask}, tmp_path / "table.pt")
-    script = (f"import torch; from mmtab import TextEncoder; t = torch.load({str(tmp_path / 'table.pt')!r}); "
-              f"torch.manual_seed(0); e = TextEncoder(pretrained={tiny_bert!r}, cache_dir={str(tmp_path / 'c')!r}); "
-              "e.eval().embed_rows(t['ids'], t['mask'])")
+    script = (f"import torch; from mmtab import TextEncoder; from mmtab.embeddings import TextEmbeddings; "
+              f"t = torch.load({str(tmp_path / 'table.pt')!r}); "
+              f"torch.manual_seed(0); e = TextEncoder(pretrained={tiny_bert!r}).eval(); "
+              f"TextEmbeddings(cache_dir={str(tmp_path / 'c')!r}).embed(e, t['ids'], t['mask'])")
     runs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(2)]
     assert [r.wait(timeout=120) for r in runs] == [0, 0]
     torch.manual_seed(0)
-    encoder = TextEncoder(pretrained=tiny_bert, cache_dir=str(tmp_path / "c")).eval()
+    encoder = TextEncoder(pretrained=tiny_bert).eval()
     counted = Counting.on(encoder)
-    vectors = encoder.embed_rows(ids, mask)
+    vectors = TextEmbeddings(cache_dir=str(tmp_path / "c")).embed(encoder, ids, mask)
     assert counted.rows == 0 and torch.isfinite(vectors).all()
 
 
@@ -182,7 +196,7 @@ def test_embeddings_are_within_the_stated_tolerance_of_fp32(make_encoder):
 def test_no_cache_dir_keeps_nothing_on_disk(make_encoder, tmp_path):
     ids, mask = token_table()
     encoder = make_encoder()
-    encoder.cache_dir = None
+    encoder.embeddings.cache_dir = None
     counted = Counting.on(encoder)
     encoder.embed_rows(ids, mask)
     encoder.embed_rows(ids, mask)
@@ -194,7 +208,7 @@ def test_a_frozen_branch_reads_the_batch_vectors_and_an_unfrozen_one_ignores_the
     ids, mask = token_table(4)
     batch = {"input_ids": ids, "attention_mask": mask, "has_text": torch.ones(4, dtype=torch.bool),
              "text_embedding": torch.full((4, encoder.out_features), 7.0)}
-    net = FusionModel(n_outputs=2, text=encoder)
+    net = FusionModel(n_outputs=2, text=encoder.text)
     net.freeze("text")
     assert torch.all(net.features(batch)["text"] == 7.0)
     net.unfreeze("text")

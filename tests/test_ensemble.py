@@ -8,8 +8,9 @@ import torch
 
 from mmtab import ConfigError, FusionModel, MultimodalModule, TabularMLP, TabularTextDataModule
 from mmtab.cli import MmtabCLI
-from mmtab.predict import load_checkpoint, predict_frame
+from mmtab.predict import predict_frame
 from mmtab.tasks import get_task
+from mmtab.training.checkpoints import load_checkpoint
 
 from .conftest import ROOT, adult_datamodule, fusion_module, quiet_trainer, reviews_datamodule
 

@@ -71,6 +71,16 @@ def test_regression_with_y_range_learns_california_housing():
     assert trainer.callback_metrics["val_r2"] > 0.5
 
 
+def test_a_net_handed_to_a_second_module_keeps_its_y_range_in_the_target_s_units():
+    scaling = {"mean": 2.0, "std": 0.5, "log1p": False}
+    net = FusionModel(n_outputs=1, tabular=TabularMLP(cardinalities=[], n_cont=1, layers=[4]), y_range=(0.0, 5.0))
+    for _ in range(2):  # the second module must not standardise the already standardised range
+        MultimodalModule(net, task="regression", target_scaling=scaling)
+        assert net.head.y_range == (0.0, 5.0) and net.head.output_range == pytest.approx((-4.0, 6.0))
+    MultimodalModule(net, task="regression")  # a module without scaling: outputs in the target's units
+    assert net.head.output_range == (0.0, 5.0)
+
+
 @pytest.mark.parametrize("transform", ["none", "log1p"])
 def test_a_target_in_the_hundreds_trains_without_y_range_and_predicts_in_its_units(transform):
     """Targets are standardised on the training rows, so no y_range is needed; the metrics and the

@@ -10,11 +10,19 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mmtab import ColumnSpec, ConfigError, MultimodalModule, TabularPreprocessor, TabularTextDataModule
+from mmtab import (
+    ColumnSpec,
+    ConfigError,
+    MultimodalModule,
+    PreprocessingOptions,
+    TabularPreprocessor,
+    TabularTextDataModule,
+)
 from mmtab.cli import MmtabCLI
 from mmtab.data.scaling import ColumnScaling
 from mmtab.models.tabular import TabularMLP, bin_edges
-from mmtab.predict import load_checkpoint, predict_frame
+from mmtab.predict import predict_frame
+from mmtab.training.checkpoints import load_checkpoint
 
 from .conftest import ADULT_CAT, ADULT_CONT, ROOT
 
@@ -60,8 +68,8 @@ def test_a_wrong_method_or_column_is_named_before_any_data_is_read():
 
 def test_the_fitted_scalings_survive_a_weights_only_checkpoint(adult_sample, tmp_path):
     spec = ColumnSpec("income", ADULT_CAT, ADULT_CONT)
-    pre = TabularPreprocessor(spec, numeric_scaling={"quantile": ["capital-gain", "capital-loss"],
-                                                     "robust": ["fnlwgt"]}).fit(adult_sample)
+    scaling = {"quantile": ["capital-gain", "capital-loss"], "robust": ["fnlwgt"]}
+    pre = TabularPreprocessor(spec, options=PreprocessingOptions(numeric_scaling=scaling)).fit(adult_sample)
     torch.save(pre.state_dict(), tmp_path / "pre.pt")
     again = TabularPreprocessor.from_state_dict(torch.load(tmp_path / "pre.pt", weights_only=True))
     rows = adult_sample.sample(300, random_state=1)

@@ -3,8 +3,10 @@
 A Lightning callback that attaches forward hooks when fitting starts and removes them when it ends
 (or fails). It records only inside training batches: a validation, sanity-check, test or predict
 pass never reaches the record, so evaluation batches cannot show up as false periodic spikes.
-Per chosen layer it keeps the mean, the standard deviation, a histogram of |activation| over a fixed
-range and the dormant fraction (the share in the histogram's first bin). The statistics stay on the
+Per chosen layer it keeps the mean, the standard deviation, the dormant fraction (the share of
+|activation| below ``dormant_below``) and a histogram of |activation| in bins of equal width on a
+log scale, so a layer whose activations grow from 0.5 to 50 in training keeps its spread visible
+where equal-width bins over a fixed range would pile them into the last bin. The statistics stay on the
 device until they are read; memory is bounded by thinning the kept steps when they pass
 `max_records`.
 """
@@ -12,6 +14,7 @@ device until they are read; memory is bounded by thinning the kept steps when th
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from mmtab.models.blocks import GeneralRelu
+from mmtab.models.text import encoder_blocks
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, GeneralRelu)
 DEFAULT_PARTS = ("tabular", "fusion", "head")
@@ -39,13 +43,16 @@ class LayerStats:
         return torch.stack(self.stats).cpu() if self.stats else torch.zeros(0, 3)
 
 
-def layer_statistics(output: Tensor, bins: int, hist_max: float) -> Tensor:
-    """(3 + bins,): mean, std, dormant fraction, and the share of |activation| in each of `bins` equal bins
-    over [0, hist_max] (larger values counted in the last bin)."""
+def layer_statistics(output: Tensor, bins: int, hist_range: tuple[float, float], dormant_below: float) -> Tensor:
+    """(3 + bins,): mean, std, dormant fraction (|activation| < `dormant_below`), and the share of
+    |activation| in each of `bins` bins of equal width in log10 over `hist_range` (smaller values,
+    zeros included, are counted in the first bin, larger ones in the last)."""
     x = output.detach().float()
-    hist = torch.histc(x.abs().clamp_max(hist_max), bins=bins, min=0.0, max=hist_max)
-    hist = hist / max(x.numel(), 1)
-    return torch.cat([torch.stack([x.mean(), x.std() if x.numel() > 1 else x.new_zeros(()), hist[0]]), hist])
+    lo, hi = hist_range
+    magnitude = torch.log10(x.abs().clamp(lo, hi))
+    hist = torch.histc(magnitude, bins=bins, min=math.log10(lo), max=math.log10(hi)) / max(x.numel(), 1)
+    dormant = (x.abs() < dormant_below).float().mean() if x.numel() else x.new_zeros(())
+    return torch.cat([torch.stack([x.mean(), x.std() if x.numel() > 1 else x.new_zeros(()), dormant]), hist])
 
 
 class ActivationStats(pl.Callback):
@@ -55,25 +62,30 @@ class ActivationStats(pl.Callback):
         modules: module paths inside the model (``tabular.mlp.blocks.0.act``), glob patterns allowed
             (``head.*``). Default: every Linear and activation of the tabular branch, the fusion
             layer and the head.
-        text_layers: also record the text encoder's layer outputs (its transformer blocks).
+        text_layers: also record the outputs of the text encoder's blocks (its embeddings and transformer
+            layers: `mmtab.models.text.encoder_blocks`).
         every_n_steps: record every this many training steps.
         max_records: keep at most this many records per layer; beyond it every other record is
             dropped and the interval doubles, so a long run keeps a bounded, even sample.
-        bins: histogram bins over [0, hist_max].
-        hist_max: the histogram's range of |activation|; larger values land in the last bin.
+        bins: histogram bins, of equal width in log10 |activation|.
+        hist_range: the histogram's range of |activation|; values outside land in the first or last bin.
+        dormant_below: an activation is dormant when its magnitude is below this.
         log: send each layer's mean, std and dormant fraction to the Lightning logger.
         plot: draw the three PNGs when fitting ends.
         plot_dir: where the PNGs go; default the run's log folder.
     """
 
     def __init__(self, modules: list[str] | None = None, text_layers: bool = False, every_n_steps: int = 1,
-                 max_records: int = 500, bins: int = 40, hist_max: float = 10.0, log: bool = True,
+                 max_records: int = 500, bins: int = 40, hist_range: tuple[float, float] = (1e-3, 1e3),
+                 dormant_below: float = 0.25, log: bool = True,
                  plot: bool = True, plot_dir: str | None = None) -> None:
         self.patterns = modules
         self.text_layers = text_layers
         self.every_n_steps = every_n_steps
         self.max_records = max_records
-        self.bins, self.hist_max = bins, hist_max
+        if not 0 < hist_range[0] < hist_range[1]:
+            raise ValueError(f"ActivationStats: hist_range must be two magnitudes 0 < low < high, got {hist_range}")
+        self.bins, self.hist_range, self.dormant_below = bins, tuple(hist_range), dormant_below
         self.log = log
         self.plot, self.plot_dir = plot, plot_dir
         self.layers: dict[str, LayerStats] = {}
@@ -93,8 +105,7 @@ class ActivationStats(pl.Callback):
         chosen = {n: m for n, m in modules.items()
                   if n.split(".")[0] in DEFAULT_PARTS and isinstance(m, (nn.Linear, *ACTIVATIONS))}
         if self.text_layers and getattr(net, "text", None) is not None:
-            layer_list = _transformer_layers(net.text.encoder)
-            chosen.update({f"text.encoder.{name}": m for name, m in layer_list.items()})
+            chosen.update({f"text.encoder.{name}": m for name, m in encoder_blocks(net.text.encoder).items()})
         return chosen
 
     # -------------------------------------------------------------------------------- hooks
@@ -116,7 +127,7 @@ class ActivationStats(pl.Callback):
             out = output[0] if isinstance(output, tuple) else output  # transformer layers return tuples
             layer = self.layers[name]
             layer.steps.append(self._step)
-            layer.stats.append(layer_statistics(out, self.bins, self.hist_max))
+            layer.stats.append(layer_statistics(out, self.bins, self.hist_range, self.dormant_below))
         return record
 
     # ------------------------------------------------------------------------ Lightning hooks
@@ -166,11 +177,3 @@ class ActivationStats(pl.Callback):
             for layer in self.layers.values():
                 layer.steps, layer.stats = layer.steps[::2], layer.stats[::2]
             self.every_n_steps *= 2
-
-
-def _transformer_layers(encoder: nn.Module) -> dict[str, nn.Module]:
-    """The blocks of a Hugging Face encoder (``encoder.layer.N`` in BERT-style models)."""
-    for name, module in encoder.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) and name.endswith("layer"):
-            return {f"{name}.{i}": block for i, block in enumerate(module)}
-    return {}

@@ -7,8 +7,8 @@ knows which branches it has.
 With two or more branches each branch's features first go through their own LayerNorm
 (``normalize=True``, the default). The branches come out on very different scales: the tabular
 branch ends in BatchNorm (about unit variance per unit) while MiniLM's mean-pooled embedding has a
-per-unit spread of about 0.13, so without it the head first learns from the table alone, and on the
-reviews the frozen-encoder fusion then scores below the text alone (AUROC 0.920 against 0.929).
+per-unit spread of about 0.13, so without it the head first learns from the table alone (what that
+costs on the reviews is measured in docs/text-and-fusion.md).
 With one branch nothing is added, so a tabular-only model stays exactly fastai's `TabularModel`.
 
 Three regularisers for a small table beside hundreds of embedding dimensions, each measured in

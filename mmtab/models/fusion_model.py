@@ -43,15 +43,18 @@ class Head(nn.Module):
             self.out = tabm.LinearEnsemble(self.mlp.out_features, n_outputs, k=ensemble_size)
         else:
             self.out = nn.Linear(self.mlp.out_features, n_outputs)
-        self.y_range = y_range
+        self.y_range = y_range  # as given: in the target's units
+        # The range in the units the head outputs: the same unless a trainer standardises the target
+        # (`MultimodalModule` sets it from `y_range`, never changing `y_range` itself).
+        self.output_range = y_range
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.mlp(x)
         if self.ensemble_size > 1:  # (B * k, d) -> (B, k, d): member j's rows through member j's Linear
             x = x.view(-1, self.ensemble_size, x.shape[-1])
         y = self.out(x)
-        if self.y_range is not None:  # fastai's SigmoidRange: regression outputs kept inside (lo, hi)
-            lo, hi = self.y_range
+        if self.output_range is not None:  # fastai's SigmoidRange: regression outputs kept inside (lo, hi)
+            lo, hi = self.output_range
             y = torch.sigmoid(y) * (hi - lo) + lo
         return y
 

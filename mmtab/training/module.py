@@ -6,7 +6,7 @@ in ``configure_optimizers`` and checked again at fit start; the table of groups 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -19,11 +19,14 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 
-from mmtab.data.dataset import TensorTable, epoch_seed
+from mmtab.data.dataset import epoch_seed
+from mmtab.embeddings import ProcessShare, TextEmbeddings
 from mmtab.errors import ConfigError, NonFiniteLossError
 from mmtab.models.fusion_model import FusionModel
 from mmtab.pretrained import resolve_pretrained
 from mmtab.tasks import TargetScaling, TaskName, get_task
+from mmtab.training.checkpoints import load_text_branch
+from mmtab.training.lightning_private import CURRENT_HOOK
 from mmtab.training.losses import loss_weights, weighted_mean
 from mmtab.training.param_groups import (
     PartHparams,
@@ -58,6 +61,9 @@ class MultimodalModule(pl.LightningModule):
             the target, say) whose text branch weights start this model's text branch; applied when
             fitting starts, before a resumed run restores its own weights. Missing or unexpected keys
             are an error.
+        text_embeddings: how a frozen text branch's vectors are computed and kept on disk
+            (``model.text_embeddings.cache_dir``, ``.precision``): computed once per table when a
+            stage starts, so its batches skip the encoder.
         compile: compile the model with ``torch.compile`` (in place: ``net.compile()``, so the
             checkpoint's keys do not change) when the trainer sets up. The first steps wait for the
             compiler (tens of seconds); later steps fuse the elementwise work between matmuls.
@@ -77,6 +83,7 @@ class MultimodalModule(pl.LightningModule):
         class_weights: list[float] | None = None,
         target_scaling: dict[str, Any] | None = None,
         init_from: str | None = None,
+        text_embeddings: TextEmbeddings = TextEmbeddings(),  # noqa: B008 -- a frozen-in-place default, never mutated
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -100,14 +107,17 @@ class MultimodalModule(pl.LightningModule):
             if hp.frozen:
                 net.freeze(name)
         self.target_scaling = TargetScaling(**target_scaling) if target_scaling else None
-        if self.target_scaling is not None and net.head.y_range is not None:
-            # y_range is given in the target's units; the head works in the standardised ones
-            lo, hi = self.target_scaling.encode(torch.tensor(net.head.y_range, dtype=torch.float64)).tolist()
-            net.head.y_range = (lo, hi)
+        if net.head.y_range is not None:
+            # y_range is given in the target's units; the head works in the standardised ones. Derived from
+            # y_range each time, so a net handed to a second module is not standardised twice.
+            y_range = torch.tensor(net.head.y_range, dtype=torch.float64)
+            scaled = y_range if self.target_scaling is None else self.target_scaling.encode(y_range)
+            net.head.output_range = tuple(scaled.tolist())
         self.val_metrics = self.task.metrics(n_outputs).clone(prefix="val_")
         self.test_metrics = self.task.metrics(n_outputs).clone(prefix="test_")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.init_from = init_from
+        self.text_embeddings = text_embeddings
         self.compile_net, self._compiled = compile, False
         self._fit_seed = 0
         self._wrapped_frozen: frozenset[str] = frozenset()  # the frozen set when DDP last wrapped the model
@@ -129,10 +139,10 @@ class MultimodalModule(pl.LightningModule):
             shard(self.net, self.device_mesh)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning names the running hook in `_current_fx_name` about 45 times per training step;
-        # nn.Module's __setattr__ checks every assignment against parameters, submodules and buffers,
-        # which for these plain strings is a few percent of a small step. Everything else takes that path.
-        if name == "_current_fx_name":
+        # Lightning names the running hook (`CURRENT_HOOK`) about 45 times per training step; nn.Module's
+        # __setattr__ checks every assignment against parameters, submodules and buffers, which for these
+        # plain strings is a few percent of a small step. Everything else takes that path.
+        if name == CURRENT_HOOK:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
@@ -155,7 +165,7 @@ class MultimodalModule(pl.LightningModule):
             loss = weighted_mean(losses, weights)
         if stage == "train":
             # Checked every step, before backward, so a NaN step changes no weight. It is one host sync
-            # (free on a CPU: adult trains at 370k-386k samples/s with or without it).
+            # (on a CPU the adult throughput is the same with or without it: benchmarks/throughput.py).
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(self._non_finite_message(loss, losses, batch))
             # Logged only on the steps Lightning writes to its loggers (it writes after step s when
@@ -229,7 +239,7 @@ class MultimodalModule(pl.LightningModule):
         # Dropout (and anything else drawing from torch's RNG) in epoch e depends on (seed, e) alone, so a
         # run resumed from a checkpoint trains its next epoch exactly as the uninterrupted run did. Only the
         # generators this process draws from are seeded, the CPU's and its accelerator's: torch.manual_seed
-        # visits every device kind and, before CUDA starts, stores a stack trace for later (0.4 ms an epoch).
+        # visits every device kind and, before CUDA starts, stores a stack trace for later.
         seed = epoch_seed(self._fit_seed, self.current_epoch)
         torch.default_generator.manual_seed(seed)
         if self.device.type != "cpu":
@@ -290,20 +300,10 @@ class MultimodalModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if not hasattr(datamodule, "table"):
             return
-        strategy = self.trainer.strategy
-        share = (self.global_rank, self.trainer.world_size, strategy.barrier) if self.trainer.world_size > 1 else None
+        share = (ProcessShare(self.global_rank, self.trainer.world_size, self.trainer.strategy.barrier)
+                 if self.trainer.world_size > 1 else None)
         for split in splits:
-            self.attach_text_embeddings(datamodule.table(split), share=share)
-
-    def attach_text_embeddings(self, table: TensorTable,
-                               share: tuple[int, int, Callable[[], None]] | None = None) -> None:
-        """With a frozen text branch, put each row's pooled embedding in `table` (``text_embedding``),
-        read from the on-disk cache or encoded once (`TextEncoder.embed_rows`), so batches skip the
-        encoder. Fit, validate, predict and `predict_frame` all go through here: the same vectors."""
-        if self.net.text is None or "text" not in self.net.frozen:
-            return
-        ids, mask = table.tensors["input_ids"], table.tensors["attention_mask"]
-        table.put("text_embedding", self.net.text.embed_rows(ids, mask, share=share))
+            self.text_embeddings.attach(self.net, datamodule.table(split), share)
 
 
 def check_text_model(net: FusionModel, datamodule: object) -> None:
@@ -326,21 +326,3 @@ def check_target_scaling(module: MultimodalModule, datamodule: object) -> None:
     if data != own:
         raise ConfigError(f"the data standardises the target ({data}) but the module was given target_scaling={own}: "
                           "build the module with target_scaling=datamodule.target_scaling (the CLI links it)")
-
-
-def load_text_branch(net: FusionModel, checkpoint: str) -> None:
-    """Copy the text branch of a checkpoint into `net.text`, naming any key that does not match."""
-    if net.text is None:
-        raise ConfigError(f"init_from={checkpoint!r}: this model has no text branch to start from it")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    prefix = "net.text."
-    text_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not text_state:
-        raise ConfigError(f"init_from={checkpoint!r} has no text branch weights (no '{prefix}*' keys)")
-    result = net.text.load_state_dict(text_state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ConfigError(f"init_from={checkpoint!r} does not fit this text branch: missing keys "
-                         f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}")
-    rank_zero_info(f"text branch started from {checkpoint} ({len(text_state)} tensors)")
-

@@ -20,6 +20,8 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from mmtab.errors import ConfigError
+from mmtab.models.text import encoder_blocks
+from mmtab.training.lightning_private import saves_distributed_checkpoint
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
@@ -50,7 +52,8 @@ def shard(net: FusionModel, mesh: DeviceMesh) -> None:
                           f"start (--model.parts.{min(net.frozen)}.frozen false)")
     data_parallel = mesh["data_parallel"]
     if net.text is not None:
-        for block in reversed(encoder_blocks(net.text.encoder)):  # inner units before the ones around them
+        blocks = list(encoder_blocks(net.text.encoder).values())
+        for block in reversed(blocks):  # inner units before the ones around them
             fully_shard(block, mesh=data_parallel)
     fully_shard(net, mesh=data_parallel)
 
@@ -95,16 +98,7 @@ def check_strategy(strategy: object) -> None:
     """
     if isinstance(strategy, FSDPStrategy):
         raise ConfigError(f"trainer.strategy FSDPStrategy: {SHARD_THROUGH}")
-    if getattr(strategy, "_save_distributed_checkpoint", False):  # its init argument; Lightning offers no getter
+    if saves_distributed_checkpoint(strategy):
         raise ConfigError("ModelParallelStrategy writes each checkpoint as a folder of shards, and mmtab's checkpoints "
                           "are one file: add --trainer.strategy.save_distributed_checkpoint false (rank 0 gathers "
                           "the weights into it, on the CPU)")
-
-
-def encoder_blocks(encoder: nn.Module) -> list[nn.Module]:
-    """The submodules of a Hugging Face encoder that are sharded one by one, outermost first."""
-    names = set(getattr(encoder, "_no_split_modules", None) or ())
-    blocks = [m for m in encoder.modules() if type(m).__name__ in names]
-    if not blocks:  # a model that names no blocks: each entry of its layer lists
-        blocks = [layer for m in encoder.modules() if isinstance(m, nn.ModuleList) for layer in m]
-    return blocks

@@ -1,4 +1,4 @@
-"""`EmbeddingStore`: a frozen encoder's pooled vectors on disk, so no run encodes a text twice.
+"""`EmbeddingStore`: text vectors on disk, so no run encodes a text twice.
 
 While an encoder is frozen its output for a text depends on nothing but its weights, its pooling,
 the precision it ran in and the text's token ids (the tokenizer and ``max_length`` act only through
@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def default_cache_dir() -> str:
     return os.path.join(base, "mmtab")
 
 
-def model_key(modules: dict[str, nn.Module], precision: str) -> str:
+def model_key(modules: Mapping[str, nn.Module], precision: str) -> str:
     """A digest of every parameter and buffer of `modules` (by name, dtype, shape and bytes), their
     classes and the precision: what decides a frozen encoder's output besides the input."""
     h = hashlib.blake2b(digest_size=16)
