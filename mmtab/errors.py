@@ -6,6 +6,10 @@ traceback (``MMTAB_DEBUG=1`` shows it). Anything else is a bug in mmtab, and kee
 
 from __future__ import annotations
 
+from typing import Any
+
+MAX_ROWS_SHOWN = 5  # offending rows a message names
+
 
 class MmtabError(Exception):
     """A mistake in the user's data, config or files; the message says what and what to do."""
@@ -26,3 +30,8 @@ class ConfigError(MmtabError, ValueError):
 
 class NonFiniteLossError(MmtabError, RuntimeError):
     """Training produced a NaN or infinite loss; the message names the step and the rows."""
+
+
+def first_values(values: Any) -> str:
+    """``first rows: 3: 'x', 8: 'y'``: the offending values of a pandas Series with their rows, for a message."""
+    return "first rows: " + ", ".join(f"{i}: {v!r}" for i, v in values.head(MAX_ROWS_SHOWN).items())

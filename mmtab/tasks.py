@@ -35,8 +35,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from mmtab.data.columns import first_values
-from mmtab.errors import ConfigError
+from mmtab.errors import ConfigError, first_values
 
 TaskName = Literal["binary", "multiclass", "ordinal", "regression"]
 

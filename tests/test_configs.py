@@ -66,7 +66,7 @@ def test_a_text_config_names_its_text_model_once(config: Path, monkeypatch, tmp_
     raw = yaml.safe_load(config.read_text())
     assert "pretrained" not in str(raw["model"]) and raw["data"]["text_model"]
     cli = build(config, tmp_path, [f"--data.text_model={tiny_bert}", "--data.max_length=32"])
-    assert cli.model.net.text.pretrained == cli.datamodule.preprocessor.text_model == tiny_bert
+    assert cli.model.net.text.pretrained == cli.datamodule.preprocessor.options.text_model == tiny_bert
     with pytest.raises(ValueError, match=r"model.net.text.pretrained is decided by the data \(data.text_model\)"):
         build(config, tmp_path, [f"--data.text_model={tiny_bert}", f"--model.net.text.pretrained={tiny_bert}"])
 

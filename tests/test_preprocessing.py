@@ -3,13 +3,13 @@ import pandas as pd
 import pytest
 import torch
 
-from mmtab import ColumnSpec, DataValidationError, TabularPreprocessor
+from mmtab import ColumnSpec, DataValidationError, PreprocessingOptions, TabularPreprocessor
 from mmtab.data.preprocessing import MISSING, UNKNOWN
 
 
 def fitted(messy: pd.DataFrame, **kwargs) -> TabularPreprocessor:
     spec = ColumnSpec("y", categorical=["colour"], continuous=["x", "size"], weight="w")
-    return TabularPreprocessor(spec, **{"min_category_count": 5, **kwargs}).fit(messy)
+    return TabularPreprocessor(spec, options=PreprocessingOptions(**{"min_category_count": 5, **kwargs})).fit(messy)
 
 
 def test_statistics_come_from_the_rows_fitted_on(messy):
@@ -73,7 +73,7 @@ def test_summary_names_every_column(messy):
 def test_the_target_scaling_is_saved_and_restored_exactly(transform):
     frame = pd.DataFrame({"x": np.arange(50.0), "price": np.linspace(10, 900, 50) ** 1.3})
     pre = TabularPreprocessor(ColumnSpec("price", continuous=["x"]), task="regression",
-                              target_transform=transform).fit(frame)
+                              options=PreprocessingOptions(target_transform=transform)).fit(frame)
     loaded = TabularPreprocessor.from_state_dict(pre.state_dict())
     assert loaded.target_scaling == pre.target_scaling and pre.target_scaling.log1p == (transform == "log1p")
     z = pre.transform(frame)["target"]
@@ -85,13 +85,14 @@ def test_the_target_scaling_is_saved_and_restored_exactly(transform):
 def test_log1p_refuses_targets_it_cannot_take():
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0.5, -2.0, 3.25]})
     with pytest.raises(DataValidationError, match="values <= -1"):
-        TabularPreprocessor(ColumnSpec("y", continuous=["x"]), task="regression", target_transform="log1p").fit(frame)
+        TabularPreprocessor(ColumnSpec("y", continuous=["x"]), task="regression",
+                            options=PreprocessingOptions(target_transform="log1p")).fit(frame)
 
 
 def test_a_parquet_table_s_categories_read_as_a_dictionary_encode_as_the_strings_do(adult, tmp_path):
     """The data module reads a Parquet file's categorical text columns dictionary-encoded (a byte a
     row); the codes, the vocabulary and a number used as a category are exactly those of plain text."""
-    from mmtab.data.datamodule import read_table
+    from mmtab.data.tables import read_table
 
     from .conftest import ADULT_CAT, ADULT_CONT
 
@@ -102,8 +103,8 @@ def test_a_parquet_table_s_categories_read_as_a_dictionary_encode_as_the_strings
     dictionary = read_table(tmp_path / "t.parquet", categorical=[*ADULT_CAT, "hours"])
     assert dictionary["workclass"].dtype == "category" and dictionary["hours"].dtype == frame["hours"].dtype
     spec = ColumnSpec("income", [*ADULT_CAT, "hours"], ADULT_CONT)
-    plain = TabularPreprocessor(spec, min_category_count=5).fit(frame)
-    encoded = TabularPreprocessor(spec, min_category_count=5).fit(dictionary)
+    plain = TabularPreprocessor(spec, options=PreprocessingOptions(min_category_count=5)).fit(frame)
+    encoded = TabularPreprocessor(spec, options=PreprocessingOptions(min_category_count=5)).fit(dictionary)
     assert plain.vocabs == encoded.vocabs
     assert torch.equal(plain.transform(frame)["cat"], encoded.transform(dictionary)["cat"])
     assert torch.equal(plain.transform(frame)["cat"], plain.transform(dictionary)["cat"])

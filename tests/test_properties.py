@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmtab import ColumnSpec, DataValidationError, TabularPreprocessor, TabularTextDataModule
+from mmtab import ColumnSpec, DataValidationError, PreprocessingOptions, TabularPreprocessor, TabularTextDataModule
 
 NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=False), st.integers(-10**12, 10**12),
                     st.sampled_from([1e300, -1e300, 1.7e308, 1e-300, 5e-324, 0.0, np.nan]))
@@ -47,7 +47,7 @@ SPEC = ColumnSpec(target="y", categorical=["c"], continuous=["x"], weight="w")
 
 def transform_or_documented_error(frame: pd.DataFrame) -> tuple[TabularPreprocessor, dict] | None:
     try:
-        pre = TabularPreprocessor(SPEC, min_category_count=1).fit(frame)
+        pre = TabularPreprocessor(SPEC, options=PreprocessingOptions(min_category_count=1)).fit(frame)
         return pre, pre.transform(frame)
     except DataValidationError:
         return None
@@ -106,7 +106,8 @@ def test_the_datamodule_serves_finite_batches_or_the_documented_error(frame):
 def test_any_text_becomes_ids_or_the_no_text_flag(texts, tiny_bert):
     frame = pd.DataFrame({"t": pd.Series(texts, dtype=object), "y": ["yes", "no"] * (len(texts) // 2) + ["yes"] *
                           (len(texts) % 2)})
-    pre = TabularPreprocessor(ColumnSpec(target="y", text=["t"]), text_model=tiny_bert, max_length=16).fit(frame)
+    options = PreprocessingOptions(text_model=tiny_bert, max_length=16)
+    pre = TabularPreprocessor(ColumnSpec(target="y", text=["t"]), options=options).fit(frame)
     out = pre.transform(frame)
     blank = [t is None or not str(t).strip() for t in texts]
     assert out["has_text"].tolist() == [not b for b in blank]

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mmtab.errors import DataValidationError
-
-_MAX_ROWS_SHOWN = 5
+from mmtab.errors import MAX_ROWS_SHOWN, DataValidationError
 
 
 @dataclass(frozen=True)
@@ -117,16 +115,11 @@ def _numeric_problems(df: pd.DataFrame, col: str, role: str, fix: str, *, check_
 
 
 def _examples(values: pd.Series, mask: pd.Series) -> str:
-    return ", ".join(f"row {i}: {v!r}" for i, v in values[mask].head(_MAX_ROWS_SHOWN).items())
-
-
-def first_values(values: pd.Series) -> str:
-    """``first rows: 3: 'x', 8: 'y'``: the offending values with their rows, for a message."""
-    return "first rows: " + ", ".join(f"{i}: {v!r}" for i, v in values.head(_MAX_ROWS_SHOWN).items())
+    return ", ".join(f"row {i}: {v!r}" for i, v in values[mask].head(MAX_ROWS_SHOWN).items())
 
 
 def _first_rows(mask: pd.Series) -> str:
-    idx = list(mask[mask].index[:_MAX_ROWS_SHOWN])
+    idx = list(mask[mask].index[:MAX_ROWS_SHOWN])
     if not idx:
         return ""
     more = int(mask.sum()) - len(idx)

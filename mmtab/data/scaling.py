@@ -15,8 +15,9 @@ scikit-learn is not a runtime dependency. Each method is a few vectorised lines 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -32,10 +33,67 @@ _QUANTILE_EPS = 1e-7  # the normal's tails are cut here: |z| <= 5.2
 SMOOTH_CLIP = 3.0
 
 
+class _Method(NamedTuple):
+    """One scaling method: its fit (a column -> its numbers), transform and one-line description."""
+
+    fit: Callable[[np.ndarray], list[float]]
+    transform: Callable[[list[float], np.ndarray], np.ndarray]
+    describe: Callable[[list[float]], str]
+
+
+def _fit_standard(values: np.ndarray) -> list[float]:
+    """``[mean, std]``."""
+    mean, std = _mean_std(values)
+    return [mean, std if std > 1e-8 else 1.0]
+
+
+def _standard(params: list[float], values: np.ndarray) -> np.ndarray:
+    mean, std = params  # x/std - mean/std: no intermediate overflows near float64's limit
+    return np.clip(values / std - mean / std, -CLIP_STDS, CLIP_STDS)
+
+
+def _fit_robust(values: np.ndarray) -> list[float]:
+    """``[median, 1 / spread]``."""
+    q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75])
+    spread = q75 - q25 if q75 > q25 else (values.max() - values.min()) / 2
+    with np.errstate(over="ignore", divide="ignore"):  # a subnormal spread has no float inverse
+        inv_spread = float(1 / spread) if spread > 0 else np.inf
+    return [float(median), inv_spread if np.isfinite(inv_spread) else 1.0]
+
+
+def _robust(params: list[float], values: np.ndarray) -> np.ndarray:
+    median, inv_spread = params
+    with np.errstate(over="ignore"):  # a huge inverse spread overflows to inf, clipped right here
+        x = np.clip((values - median) * inv_spread, -CLIP_STDS, CLIP_STDS)
+    return x / np.sqrt(1 + (x / SMOOTH_CLIP) ** 2)
+
+
+def _fit_quantile(values: np.ndarray) -> list[float]:
+    """The training quantiles at evenly spaced levels."""
+    n_quantiles = int(np.clip(len(values) // 30, 10, 1000))  # TabM's and RealMLP's choice
+    return np.quantile(values, np.linspace(0, 1, n_quantiles)).tolist()
+
+
+def _quantile(params: list[float], values: np.ndarray) -> np.ndarray:
+    # up and down interpolation averaged: a value shared by many rows lands mid-way in its range
+    q = np.asarray(params)
+    u = 0.5 * (_level(values, q, "right") + _level(values, q, "left"))
+    u = np.clip(u, _QUANTILE_EPS, 1 - _QUANTILE_EPS)
+    return torch.special.ndtri(torch.from_numpy(u)).numpy()
+
+
+_METHODS = {  # one entry per ScalingName
+    "standard": _Method(_fit_standard, _standard, lambda p: f"standard mean={p[0]:.4g} std={p[1]:.4g}"),
+    "robust": _Method(_fit_robust, _robust,
+                      lambda p: f"robust median={p[0]:.4g} iqr={1 / p[1]:.4g}, smooth clip at +-{SMOOTH_CLIP:g}"),
+    "quantile": _Method(_fit_quantile, _quantile,
+                        lambda p: f"quantile-normal over {len(p)} training quantiles ({p[0]:.4g} .. {p[-1]:.4g})"),
+}
+
+
 @dataclass
 class ColumnScaling:
-    """One column's fitted scaling. ``params``: standard ``[mean, std]``, robust ``[median, 1 / spread]``,
-    quantile the training quantiles at evenly spaced levels."""
+    """One column's fitted scaling: its method's name and fitted numbers (plain values, saved in checkpoints)."""
 
     method: ScalingName
     params: list[float] = field(default_factory=list)
@@ -43,40 +101,13 @@ class ColumnScaling:
     @classmethod
     def fit(cls, method: ScalingName, values: np.ndarray) -> ColumnScaling:
         """`values`: one column of the training rows, float64, already filled (no NaN)."""
-        if method == "standard":
-            mean, std = _mean_std(values)
-            return cls(method, [mean, std if std > 1e-8 else 1.0])
-        if method == "robust":
-            q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75])
-            spread = q75 - q25 if q75 > q25 else (values.max() - values.min()) / 2
-            with np.errstate(over="ignore", divide="ignore"):  # a subnormal spread has no float inverse
-                inv_spread = float(1 / spread) if spread > 0 else np.inf
-            return cls(method, [float(median), inv_spread if np.isfinite(inv_spread) else 1.0])
-        n_quantiles = int(np.clip(len(values) // 30, 10, 1000))  # TabM's and RealMLP's choice
-        return cls(method, np.quantile(values, np.linspace(0, 1, n_quantiles)).tolist())
+        return cls(method, _METHODS[method].fit(values))
 
     def transform(self, values: np.ndarray) -> np.ndarray:
-        if self.method == "standard":  # x/std - mean/std: no intermediate overflows near float64's limit
-            mean, std = self.params
-            return np.clip(values / std - mean / std, -CLIP_STDS, CLIP_STDS)
-        if self.method == "robust":
-            median, inv_spread = self.params
-            with np.errstate(over="ignore"):  # a huge inverse spread overflows to inf, clipped right here
-                x = np.clip((values - median) * inv_spread, -CLIP_STDS, CLIP_STDS)
-            return x / np.sqrt(1 + (x / SMOOTH_CLIP) ** 2)
-        # up and down interpolation averaged: a value shared by many rows lands mid-way in its range
-        q = np.asarray(self.params)
-        u = 0.5 * (_level(values, q, "right") + _level(values, q, "left"))
-        u = np.clip(u, _QUANTILE_EPS, 1 - _QUANTILE_EPS)
-        return torch.special.ndtri(torch.from_numpy(u)).numpy()
+        return _METHODS[self.method].transform(self.params, values)
 
     def describe(self) -> str:
-        if self.method == "standard":
-            return f"standard mean={self.params[0]:.4g} std={self.params[1]:.4g}"
-        if self.method == "robust":
-            return f"robust median={self.params[0]:.4g} iqr={1 / self.params[1]:.4g}, smooth clip at +-{SMOOTH_CLIP:g}"
-        low, high = self.params[0], self.params[-1]
-        return f"quantile-normal over {len(self.params)} training quantiles ({low:.4g} .. {high:.4g})"
+        return _METHODS[self.method].describe(self.params)
 
 
 def methods_by_column(numeric_scaling: ScalingName | dict[str, list[str]], continuous: list[str]) -> dict[str, str]:

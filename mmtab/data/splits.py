@@ -1,0 +1,59 @@
+"""Which rows validate: a stratified share, a column that names each row's split, or another file.
+
+One of ``valid_pct``, ``split_col`` and ``valid_path`` chooses the validation rows; `validation_choice`
+refuses two at once. The split is a function of the rows and the seed alone, so a resumed or repeated
+run validates on the same rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mmtab.data.columns import did_you_mean
+from mmtab.errors import ConfigError, DataValidationError, first_values
+
+DEFAULT_VALID_PCT = 0.2
+SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
+
+
+def validation_choice(valid_pct: float | None, split_col: str | None, valid_path: str | None) -> float:
+    """The share of rows to hold out (used when neither `split_col` nor `valid_path` is given); more
+    than one way of choosing the validation rows is a `ConfigError`."""
+    given = [name for name, value in (("valid_pct", valid_pct), ("split_col", split_col),
+                                      ("valid_path", valid_path)) if value is not None]
+    if len(given) > 1:
+        raise ConfigError(f"data.{' and data.'.join(given)} each choose the validation rows: keep one of them "
+                          "and drop the other" + ("s" if len(given) > 2 else ""))
+    valid_pct = DEFAULT_VALID_PCT if valid_pct is None else valid_pct
+    if not 0.0 < valid_pct < 1.0:
+        raise ConfigError(f"data.valid_pct must be between 0 and 1, got {valid_pct}")
+    return valid_pct
+
+
+def stratified_split(labels: pd.Series | None, n: int, valid_pct: float, seed: int) -> np.ndarray:
+    """Boolean mask of validation rows: `valid_pct` of each class (of all rows if `labels` is None)."""
+    rng = np.random.default_rng(seed)
+    is_valid = np.zeros(n, dtype=bool)
+    if labels is None:
+        groups = [np.arange(n)]
+    else:
+        codes = pd.factorize(labels)[0]
+        groups = [np.flatnonzero(codes == k) for k in range(codes.max() + 1)]
+    for rows in groups:
+        k = int(round(valid_pct * len(rows)))
+        is_valid[rng.permutation(rows)[:k]] = True
+    return is_valid
+
+
+def split_by_column(df: pd.DataFrame, col: str, where: str) -> dict[str, pd.DataFrame]:
+    """train / valid (/ test) frames by the value of `col` in each row (train, valid or validation or val, test)."""
+    if col not in df.columns:
+        raise DataValidationError([f"split_col {col!r} is not in the table{did_you_mean(col, df.columns)}"], where)
+    names = df[col].astype(str).str.lower().map(SPLIT_NAMES)
+    bad = df[col][names.isna()]
+    if len(bad):
+        raise DataValidationError([f"split_col {col!r} has values other than train/valid/test "
+                                   f"({first_values(bad)})"], where)
+    present = set(names)  # train and valid always (an empty one is reported), test when there is one
+    return {name: df[names == name] for name in ("train", "valid", "test") if name != "test" or name in present}
