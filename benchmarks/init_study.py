@@ -26,7 +26,7 @@ from fastai_parity import CAT, CONT, DATA, reference_split, split_column  # adul
 from mmtab import FusionModel, GeneralRelu, MultimodalModule, TabularMLP, TabularTextDataModule
 from mmtab.diagnostics.activation_stats import ActivationStats
 from mmtab.diagnostics.init import Initialize
-from mmtab.diagnostics.plots import _pyplot, plot_activation_stats
+from mmtab.diagnostics.plots import plot_activation_stats, pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "init_study"
@@ -89,7 +89,7 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def plot_study(results: dict[str, list[dict]], folder: Path, steps_per_epoch: int) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     colours = dict(zip(results, ["tab:gray", "tab:blue", "tab:green", "tab:purple"]))
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for init, runs in results.items():

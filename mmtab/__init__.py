@@ -1,14 +1,15 @@
 """mmtab: models that learn from tables with text in them, with nothing hidden.
 
-The public API is listed here. Each name is imported on first use (PEP 562), so importing a part of
-mmtab imports only what that part needs: ``import mmtab.models`` works with torch and transformers
-alone, without Lightning or pandas. Importing mmtab changes nothing else.
+The public API is listed here, once (`_WHERE`: each name and the module that holds it). Each name
+is imported on first use (PEP 562), so importing a part of mmtab imports only what that part needs:
+``import mmtab.models`` works with torch and transformers alone, without Lightning or pandas.
+Importing mmtab changes nothing else.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _WHERE = {
     "ColumnSpec": "mmtab.data.columns",
@@ -17,7 +18,9 @@ _WHERE = {
     "MmtabError": "mmtab.errors",
     "NonFiniteLossError": "mmtab.errors",
     "TabularTextDataModule": "mmtab.data.datamodule",
+    "PreprocessingOptions": "mmtab.data.preprocessing",
     "TabularPreprocessor": "mmtab.data.preprocessing",
+    "TextEmbeddings": "mmtab.embeddings",
     "ActivationStats": "mmtab.diagnostics.activation_stats",
     "Initialize": "mmtab.diagnostics.init",
     "find_lr": "mmtab.diagnostics.lr_finder",
@@ -33,7 +36,7 @@ _WHERE = {
     "TextEncoder": "mmtab.models",
     "embedding_size": "mmtab.models",
     "PredictionWriter": "mmtab.predict",
-    "load_checkpoint": "mmtab.predict",
+    "load_checkpoint": "mmtab.training.checkpoints",
     "predict_frame": "mmtab.predict",
     "top_losses": "mmtab.predict",
     "Task": "mmtab.tasks",
@@ -46,41 +49,7 @@ _WHERE = {
     "OneCycle": "mmtab.training.schedule",
 }
 
-__all__ = [
-    "ActivationStats",
-    "AttentionFusion",
-    "ClsPooling",
-    "ColumnSpec",
-    "ConcatFusion",
-    "ConfigError",
-    "DataValidationError",
-    "FusionModel",
-    "GatedFusion",
-    "GeneralRelu",
-    "Initialize",
-    "MeanPooling",
-    "MmtabError",
-    "MultimodalModule",
-    "NonFiniteLossError",
-    "OneCycle",
-    "PartHparams",
-    "PredictionWriter",
-    "TabularMLP",
-    "TabularPreprocessor",
-    "TabularTextDataModule",
-    "Task",
-    "TextEncoder",
-    "TextTokenizer",
-    "Unfreeze",
-    "build_param_groups",
-    "embedding_size",
-    "find_lr",
-    "format_param_groups",
-    "get_task",
-    "load_checkpoint",
-    "predict_frame",
-    "top_losses",
-]
+__all__ = sorted(_WHERE)  # the one list: what `from mmtab import *` and `dir(mmtab)` show
 
 
 def __getattr__(name: str) -> Any:
@@ -93,32 +62,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
-
-
-if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
-    from mmtab.data.columns import ColumnSpec
-    from mmtab.data.datamodule import TabularTextDataModule
-    from mmtab.data.preprocessing import TabularPreprocessor
-    from mmtab.data.tokenization import TextTokenizer
-    from mmtab.diagnostics.activation_stats import ActivationStats
-    from mmtab.diagnostics.init import Initialize
-    from mmtab.diagnostics.lr_finder import find_lr
-    from mmtab.errors import ConfigError, DataValidationError, MmtabError, NonFiniteLossError
-    from mmtab.models import (
-        AttentionFusion,
-        ClsPooling,
-        ConcatFusion,
-        FusionModel,
-        GatedFusion,
-        GeneralRelu,
-        MeanPooling,
-        TabularMLP,
-        TextEncoder,
-        embedding_size,
-    )
-    from mmtab.predict import PredictionWriter, load_checkpoint, predict_frame, top_losses
-    from mmtab.tasks import Task, get_task
-    from mmtab.training.freezing import Unfreeze
-    from mmtab.training.module import MultimodalModule
-    from mmtab.training.param_groups import PartHparams, build_param_groups, format_param_groups
-    from mmtab.training.schedule import OneCycle

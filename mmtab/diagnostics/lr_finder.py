@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -104,24 +103,3 @@ def find_lr(module, batches: Iterable[Mapping[str, Tensor]], *, optimizer: Optim
         module.train(was_training)
     lowest = seen[int(np.argmin(smoothed))] if seen else min_scale
     return LrFinderResult(seen, smoothed, dict(zip(names, base)), lowest / 10, stopped)
-
-
-def plot_lr_finder(result: LrFinderResult, path: str | Path) -> Path:
-    from mmtab.artifacts import write_atomically
-    from mmtab.diagnostics.plots import _pyplot
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(result.scales, result.losses, lw=1.5)
-    ax.set_xscale("log")
-    ax.axvline(result.suggested_scale, color="tab:red", ls="--",
-               label=f"suggested scale {result.suggested_scale:.3g}: "
-                     + ", ".join(f"{n} {lr:.2g}" for n, lr in result.suggested_lrs.items()))
-    ax.set_xlabel("scale of every part's configured learning rate (ratios kept)")
-    ax.set_ylabel("training loss (smoothed)")
-    ax.set_title("LR finder")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
-    return path
