@@ -1,6 +1,7 @@
 """Every bad input a user can give ends, through the real command line, in one message that names the
 column or value and what to do: exit code 2, no traceback, and nothing the user owns created or changed.
-The README's table "When the input is wrong" lists each case below with the message it shows."""
+The table "When the input is wrong" of docs/errors-and-artifacts.md lists each case below with the message
+it shows."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from .conftest import ROOT
 
 CONFIG = str(ROOT / "configs" / "adult.yaml")
-README = (ROOT / "README.md").read_text()
+ERRORS_PAGE = (ROOT / "docs" / "errors-and-artifacts.md").read_text()
 
 
 def csv(frame: pd.DataFrame, tmp: Path, name: str = "data.csv", **kwargs) -> Path:
@@ -138,7 +139,7 @@ def test_a_bad_input_ends_in_one_clear_message(case, make, words, rows, tmp_path
     assert words in proc.stderr, out[-3000:]
     assert "Traceback" not in out
     assert tree(tmp_path) == before  # no run folder, no file created or changed
-    assert case in README and words in README, "the README's table lists this case and its message"
+    assert case in ERRORS_PAGE and words in ERRORS_PAGE, "docs/errors-and-artifacts.md lists this case and its message"
 
 
 def test_a_predict_file_missing_a_column_is_named_before_predicting(rows, tmp_path):
@@ -154,7 +155,7 @@ def test_a_predict_file_missing_a_column_is_named_before_predicting(rows, tmp_pa
     words = "column 'age' is not in the table"
     assert f"predict file '{new}'" in proc.stderr and words in proc.stderr, proc.stderr[-2000:]
     assert tree(tmp_path) == before
-    assert "a predict file missing a column" in README
+    assert "a predict file missing a column" in ERRORS_PAGE
 
 
 def test_a_diverging_run_stops_naming_the_step_and_keeps_no_bad_checkpoint(rows, tmp_path):
@@ -165,4 +166,4 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_no_bad_checkpoint(rows,
     words = "the training loss became"
     assert words in proc.stderr and "at step" in proc.stderr and "(epoch 0)" in proc.stderr, proc.stderr[-2000:]
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
-    assert "a learning rate that diverges" in README and words in README
+    assert "a learning rate that diverges" in ERRORS_PAGE and words in ERRORS_PAGE
