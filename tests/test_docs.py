@@ -1,6 +1,7 @@
 """Every code block of the README and of docs/ is run here, so no page can drift from the code.
 
 - ``python`` blocks are executed as written (in the repository root, one fresh namespace each).
+- ``yaml`` blocks are configs: each is written to a file and parsed by ``mmtab fit --config FILE --print_config``.
 - ``bash`` blocks: every ``mmtab`` command (also behind ``srun`` or ``torchrun -m mmtab.cli``) is parsed by
   the CLI with ``--print_config``, which checks each flag and config path against the code without
   training; a block whose info string says ``bash run`` is also run for real, line by line, in a copy of
@@ -59,11 +60,12 @@ def mmtab_args(command: str) -> list[str] | None:
 
 PYTHON = blocks("python")
 BASH = blocks("bash")
+YAML = blocks("yaml")
 MMTAB = [(where, args) for where, _, code in BASH for c in commands(code) if (args := mmtab_args(c)) is not None]
 
 
 def test_the_pages_have_examples():
-    assert len(PYTHON) >= 3 and len(MMTAB) >= 20
+    assert len(PYTHON) >= 3 and len(MMTAB) >= 20 and len(YAML) >= 1
     assert len(PAGES) >= 8, "the manual's pages are in docs/"
 
 
@@ -85,19 +87,33 @@ def test_python_block_runs(where, info, code, monkeypatch):
     exec(compile(code, where, "exec"), {"__name__": "__docs__"})
 
 
-@pytest.mark.parametrize("where,args", MMTAB, ids=[f"{w}:{a[0]}" for w, a in MMTAB])
-def test_mmtab_command_parses(where, args, monkeypatch):
+def print_config(args: list[str]) -> str:
+    """What ``mmtab ARGS --print_config`` prints (it parses every setting and exits, training nothing)."""
     from mmtab.cli import MmtabCLI, quiet_third_party_output
     from mmtab.data.datamodule import TabularTextDataModule
     from mmtab.training.module import MultimodalModule
 
-    monkeypatch.chdir(ROOT)
     quiet_third_party_output()
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
         MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, args=[*args, "--print_config"])
-    assert stop.value.code in (0, None), f"{where}: mmtab {' '.join(args)} does not parse"
-    assert "model:" in out.getvalue()
+    assert stop.value.code in (0, None), f"mmtab {' '.join(args)} does not parse"
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("where,args", MMTAB, ids=[f"{w}:{a[0]}" for w, a in MMTAB])
+def test_mmtab_command_parses(where, args, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert "model:" in print_config(args), where
+
+
+@pytest.mark.parametrize("where,info,code", YAML, ids=[w for w, _, _ in YAML])
+def test_yaml_block_is_a_config_that_parses(where, info, code, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    config = tmp_path / "config.yaml"
+    config.write_text(code)
+    printed = print_config(["fit", "--config", str(config)])
+    assert "class_path: mmtab.MultimodalModule" in printed and "class_path: mmtab.TabularMLP" in printed, where
 
 
 @pytest.mark.parametrize("where,info,code", BASH, ids=[w for w, _, _ in BASH])
