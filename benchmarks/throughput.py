@@ -18,7 +18,7 @@
   against the same config with the text branch left out.
 - ``finetune_vs_bare_loop``: fine-tuning the text-only model (bf16-mixed where native), mmtab against
   a bare loop over the same module, optimizer and batches.
-- ``cold_demo_s``, ``warm_demo_s``: the README's demo (`mmtab fit --config configs/reviews_demo.yaml`)
+- ``cold_demo_s``, ``warm_demo_s``: the README's Quick start demo (`mmtab fit --config configs/reviews_demo.yaml`)
   in a fresh process with an empty cache folder, then again.
 - ``scaling``: adult resampled to 10k, 100k and 1M rows: a training epoch's seconds and the process's
   peak RSS, beside the table's in-memory size.

@@ -12,7 +12,7 @@ costs on the reviews is measured in docs/text-and-fusion.md).
 With one branch nothing is added, so a tabular-only model stays exactly fastai's `TabularModel`.
 
 Three regularisers for a small table beside hundreds of embedding dimensions, each measured in
-benchmarks/fusion_candidates.py (the weak-text case and the reviews; figures in the README):
+benchmarks/fusion_candidates.py (the weak-text case and the reviews; figures in docs/small-tables.md):
 
 * ``branch_dropout`` drops units of each branch's normalised features (two or more branches only);
 * ``ConcatFusion(project={"text": 16})`` projects a branch to a small width before the concatenation,

@@ -84,7 +84,7 @@ def is_sharded(net: nn.Module) -> bool:
 SHARD_THROUGH = ("mmtab shards a model through Lightning's ModelParallelStrategy (FSDP2; on CPUs too): "
                  "--trainer.strategy ModelParallelStrategy --trainer.strategy.data_parallel_size N "
                  "--trainer.strategy.tensor_parallel_size 1 --trainer.strategy.save_distributed_checkpoint false, "
-                 "N the number of processes (the README's 'Several processes' section)")
+                 "N the number of processes (docs/scale.md)")
 FSDP1_NAMES = frozenset({"fsdp", "fsdp_cpu_offload", "FSDPStrategy"})
 
 
