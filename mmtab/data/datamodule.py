@@ -116,7 +116,6 @@ class TabularTextDataModule(pl.LightningDataModule):
                                             max_length=max_length, target_transform=target_transform,
                                             numeric_scaling=numeric_scaling)
         self.options.check(self.spec)  # a wrong setting stops the run before any data is read
-        self.text_model = text_model  # linked into the model's text branch by the CLI
         self.length_buckets = length_buckets
         self._frames: dict[str, pd.DataFrame] | None = None
         self._target: TargetDecision | None = None
@@ -221,6 +220,11 @@ class TabularTextDataModule(pl.LightningDataModule):
             pre = TabularPreprocessor(self.spec, task=self.task, options=self.options)
             self._preprocessor = pre.fit(train, self._target)
         return self._preprocessor
+
+    @property
+    def text_model(self) -> str | None:
+        """The text model (linked into the model's text branch by the CLI)."""
+        return self.options.text_model
 
     @property
     def tabular_dims(self) -> dict[str, Any]:

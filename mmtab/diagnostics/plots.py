@@ -92,14 +92,12 @@ def plot_lr_finder(result: LrFinderResult, path: str | Path) -> Path:
     ax.set_ylabel("training loss (smoothed)")
     ax.set_title("LR finder")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
-    return path
+    return _save(fig, Path(path), dpi=90)
 
 
-def _save(fig, path: Path) -> Path:  # noqa: ANN001
+def _save(fig, path: Path, dpi: int = 72) -> Path:  # noqa: ANN001
+    """Every PNG is written whole or not at all, as every file mmtab writes for a user."""
     fig.tight_layout()
-    fig.savefig(path, dpi=72)
+    path = write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     pyplot().close(fig)
     return path
