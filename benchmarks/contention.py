@@ -6,7 +6,8 @@ Figures (each measured in a fresh process, as a user's run would be):
 
 - ``adult``: mmtab's adult recipe (configs/adult.yaml, 3 epochs), training samples/s;
 - ``fastai``: fastai's own adult recipe under the same conditions (null where fastai is not installed);
-- ``encode``: the frozen-encoder pass over reviews (`TextEmbeddings.embed`, no cache), reviews/s;
+- ``encode``: the frozen-encoder pass over reviews (`TextEmbeddings.embed`, no cache, under the thread
+  policy a fit activates), reviews/s;
 - ``finetune``: fine-tuning the text-only model (configs/reviews_text.yaml), training samples/s.
 
 Neighbours: ``busy``, a plain torch matmul loop with torch's default threads (any numeric job), and
@@ -70,7 +71,10 @@ def worker(figure: str) -> float | None:
 
         rows = pd.read_parquet(REVIEWS).sample(400, random_state=0)
         tokens = TextTokenizer(ENCODER, max_length=256)(rows, ["Title", "Review Text"])
+        from mmtab.threads import ThreadPolicy
+
         encoder = TextEncoder(pretrained=ENCODER).eval()
+        ThreadPolicy().activate()  # as `mmtab fit` does when a stage starts, before its text is embedded
         start = time.perf_counter()
         TextEmbeddings(cache_dir=None).embed(encoder, tokens["input_ids"], tokens["attention_mask"])
         return len(rows) / (time.perf_counter() - start)

@@ -41,6 +41,8 @@ _WHERE = {
     "top_losses": "mmtab.predict",
     "Task": "mmtab.tasks",
     "get_task": "mmtab.tasks",
+    "ThreadPolicy": "mmtab.threads",
+    "Threads": "mmtab.training.threads",
     "Unfreeze": "mmtab.training.freezing",
     "MultimodalModule": "mmtab.training.module",
     "PartHparams": "mmtab.training.param_groups",

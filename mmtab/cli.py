@@ -36,6 +36,7 @@ from mmtab.predict import PredictionWriter
 from mmtab.training.checkpoints import MODEL_CONFIG_KEY, AtomicCheckpointIO, find_run_checkpoint
 from mmtab.training.module import MultimodalModule
 from mmtab.training.sharding import FSDP1_NAMES, SHARD_THROUGH
+from mmtab.training.threads import Threads
 
 
 def _identity(value: Any) -> Any:
@@ -128,11 +129,14 @@ class MmtabCLI(LightningCLI):
         kwargs.setdefault("load_from_checkpoint_support", False)
         kwargs.setdefault("save_config_callback", SaveFitConfig)
         # mmtab prints its own table of parts (param groups) at fit start; Lightning's repeats it
-        kwargs.setdefault("trainer_defaults", {"enable_model_summary": False})
+        # and a progress bar only where a person watches a terminal: in a log file each redraw is a line
+        kwargs.setdefault("trainer_defaults", {"enable_model_summary": False,
+                                               "enable_progress_bar": sys.stdout.isatty()})
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(Threads, "threads")
         for source, target, compute in LINKS:
             parser.link_arguments(f"data.{source}", f"model.init_args.{_init_args_path(target)}",
                                   compute_fn=compute, apply_on="instantiate")

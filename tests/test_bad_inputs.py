@@ -105,6 +105,8 @@ CASES: list[tuple[str, Callable[[pd.DataFrame, Path], list[str]], str]] = [
     ("trainer settings Lightning refuses", lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--trainer.accelerator=cpu",
                                                             "--trainer.devices=0"],
      "the trainer settings cannot run here: `Trainer(devices='0')` value is not a valid input"),
+    ("a thread count below 1", lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--threads.count=0"],
+     "threads.count must be at least 1, got 0"),
     pytest.param("a GPU asked for where there is none",
                  lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--trainer.accelerator=gpu"],
                  "trainer.accelerator is 'gpu', and torch sees no such device on this machine",
@@ -167,3 +169,13 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_no_bad_checkpoint(rows,
     assert words in proc.stderr and "at step" in proc.stderr and "(epoch 0)" in proc.stderr, proc.stderr[-2000:]
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
     assert "a learning rate that diverges" in ERRORS_PAGE and words in ERRORS_PAGE
+
+
+def test_a_csv_saved_with_a_byte_order_mark_trains(rows, tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a byte-order mark; the header's first name is 'age',
+    not '\\ufeffage'."""
+    data = csv(rows, tmp_path, encoding="utf-8-sig")
+    assert data.read_bytes().startswith(b"\xef\xbb\xbfage")
+    proc = run_mmtab("fit", f"--config={CONFIG}", f"--data.path={data}", "--trainer.max_epochs=1",
+                     f"--trainer.default_root_dir={tmp_path / 'runs'}", cwd=tmp_path)
+    assert proc.returncode == 0 and "epoch 0: val_accuracy=" in proc.stdout + proc.stderr, proc.stderr[-2000:]

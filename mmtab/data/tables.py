@@ -41,7 +41,7 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None,
         header = schema.names
     else:
         sep = "\t" if suffix == ".tsv" else ","
-        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:  # -sig: Excel's "CSV UTF-8" mark
             header = next(csv.reader(f, delimiter=sep), [])
     twice = sorted({name for name in header if header.count(name) > 1})
     if twice:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mmtab.embeddings.store import model_key
+from mmtab.threads import recheck as recheck_threads
 
 if TYPE_CHECKING:
     from mmtab.models.text import TextEncoder
@@ -108,6 +109,7 @@ class FrozenEncoder:
         sorted_lengths = lengths[order].clamp_min(1).tolist()
         start = 0
         while start < len(order):
+            recheck_threads()  # a long pass sees a neighbour that starts or stops
             stop = start + 1  # grow the batch while its rows times its longest stay within the budget
             while stop < len(order) and (stop + 1 - start) * sorted_lengths[stop] <= ENCODE_BATCH_TOKENS:
                 stop += 1
