@@ -7,17 +7,22 @@ trained in the same script on the same rows, 3 seeds each, plus the weak-text fu
   training rows.
 * california housing (configs/california_housing.yaml): the same kind of split (80/20,
   random_state=42), the same inner 10%.
+* california_small: ``data/california_small.parquet`` (benchmarks/small_regression_case.py; 4,000
+  rows), its 1,000 ``valid`` rows held out as the test rows; the small-table regression recipe
+  (configs/small_table_regression.yaml) picks its best epoch on 10% of the 3,000 training rows (by
+  seed), with the target as it is (``mmtab``) and through ``log1p`` (``mmtab_log1p``); each with
+  ``min_prediction``, its lowest prediction on the test rows.
 * weak_text: ``data/adult_weak_text.parquet`` (see benchmarks/weak_text_case.py): 3,000 training
   rows, 1,000 validation rows, a text with little signal. The tabular recipe
   (configs/small_table.yaml) against the same recipe with a frozen MiniLM fused
   (configs/small_table_text.yaml), each scored at its best epoch on the validation rows.
 
 Prints one JSON line and writes benchmarks/results/tabular_quality.json:
-``{"adult": {"mmtab": {...}, "hgb": {...}}, "california": {...}, "weak_text": {"tabular": {...},
-"fusion": {...}}}``, each ``{...}`` the means over seeds of ``accuracy``, ``auroc``, ``log_loss``
-(or ``rmse``, ``mae``, ``r2``) and ``fit_s``.
+``{"adult": {"mmtab": {...}, "hgb": {...}}, "california": {...}, "california_small": {"mmtab": {...},
+"mmtab_log1p": {...}, "hgb": {...}}, "weak_text": {"tabular": {...}, "fusion": {...}}}``, each ``{...}``
+the means over seeds of ``accuracy``, ``auroc``, ``log_loss`` (or ``rmse``, ``mae``, ``r2``) and ``fit_s``.
 
-    python benchmarks/tabular_quality.py [--seeds 0 1 2] [--only adult california weak_text]
+    python benchmarks/tabular_quality.py [--seeds 0 1 2] [--only adult california california_small weak_text]
 """
 
 from __future__ import annotations
@@ -81,7 +86,8 @@ def mmtab_scores(ckpt: Path, rows: pd.DataFrame, target: str, positive: str | No
     module, pre = load_checkpoint(ckpt)
     table = predict_frame(module, pre, rows)
     if positive is None:
-        return regression_scores(rows[target].to_numpy(), table["prediction"].to_numpy())
+        pred = table["prediction"].to_numpy()
+        return {**regression_scores(rows[target].to_numpy(), pred), "min_prediction": float(pred.min())}
     return classification_scores((rows[target] == positive).to_numpy(), table[f"prob_{positive}"].to_numpy())
 
 
@@ -122,6 +128,25 @@ def run_case(name: str, seeds: list[int], tmp: Path) -> dict[str, dict[str, floa
     return {k: mean_over_seeds(v) for k, v in runs.items()}
 
 
+def run_small_regression(seeds: list[int], tmp: Path) -> dict[str, dict[str, float]]:
+    frame = pd.read_parquet(ROOT / "data" / "california_small.parquet")
+    target, config = "MedHouseVal", ROOT / "configs" / "small_table_regression.yaml"
+    df = frame.drop(columns="split")
+    runs: dict[str, list[dict[str, float]]] = {"mmtab": [], "mmtab_log1p": [], "hgb": []}
+    for seed in seeds:
+        _, inner = train_test_split(np.flatnonzero(frame["split"] == "train"), test_size=0.1, random_state=seed)
+        split = np.where(frame["split"] == "valid", "test", "train").astype(object)
+        split[inner] = "valid"
+        data = tmp / f"california_small_{seed}.parquet"
+        df.assign(split=split).to_parquet(data)
+        for kind, extra in (("mmtab", ()), ("mmtab_log1p", ("--data.target_transform=log1p",))):
+            fit_s, best = fit_mmtab(config, data, seed, tmp / f"california_small_{kind}_{seed}", *extra)
+            runs[kind].append({**mmtab_scores(best, df[split == "test"], target, None), "fit_s": fit_s})
+        runs["hgb"].append(hgb_run(df, split, target, None, seed))
+        print(f"california_small seed {seed}: " + "  ".join(f"{k} {v[-1]}" for k, v in runs.items()), flush=True)
+    return {k: mean_over_seeds(v) for k, v in runs.items()}
+
+
 def run_weak_text(seeds: list[int], tmp: Path) -> dict[str, dict[str, float]]:
     data = ROOT / "data" / "adult_weak_text.parquet"
     valid = pd.read_parquet(data).query("split == 'valid'")
@@ -137,8 +162,8 @@ def run_weak_text(seeds: list[int], tmp: Path) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", nargs="+", choices=["adult", "california", "weak_text"],
-                        default=["adult", "california", "weak_text"])
+    cases = ["adult", "california", "california_small", "weak_text"]
+    parser.add_argument("--only", nargs="+", choices=cases, default=cases)
     args = parser.parse_args()
     pl.seed_everything(0, verbose=False)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -146,6 +171,8 @@ def main() -> None:
         for name in args.only:
             if name == "weak_text":
                 results[name] = run_weak_text(args.seeds, Path(tmp))
+            elif name == "california_small":
+                results[name] = run_small_regression(args.seeds, Path(tmp))
             else:
                 results[name] = run_case(name, args.seeds, Path(tmp))
     results["seeds"] = args.seeds

@@ -28,6 +28,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from mmtab.cross_validation import run_cross_validation
 from mmtab.data.datamodule import TabularTextDataModule
 from mmtab.diagnostics.lr_finder import LrFinderResult, find_lr
 from mmtab.diagnostics.plots import plot_lr_finder
@@ -180,7 +181,8 @@ class MmtabCLI(LightningCLI):
 
 
 class _DropNoise(logging.Filter):
-    NOISE = ("💡 Tip", "Loading `train_dataloader` to estimate")  # advertising; an internal step
+    # advertising; an internal step; accelerators mmtab never uses
+    NOISE = ("💡 Tip", "Loading `train_dataloader` to estimate", "TPU available", "HPU available")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.NOISE)
@@ -202,6 +204,10 @@ def quiet_third_party_output() -> None:
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
     # mmtab's batch loader serves rows in order; PredictionWriter needs no batch indices
     warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices")
+    # `mmtab cv` hands each fold's CLI its arguments, beside the process's own
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+    # a small table's epoch has fewer steps than the logging interval: mmtab reports once per epoch anyway
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
     # mmtab keeps frozen parts in eval mode on purpose (see FusionModel.freeze)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -222,7 +228,11 @@ def main(args: list[str] | None = None) -> None:
     the traceback as well.
     """
     quiet_third_party_output()
+    args = sys.argv[1:] if args is None else args
     try:
+        if args[:1] == ["cv"]:  # k runs of fit and test, each an ordinary run (mmtab.cross_validation)
+            run_cross_validation(args[1:])
+            return
         MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True,
                  save_config_kwargs={"overwrite": False}, args=args)
     except MmtabError as error:

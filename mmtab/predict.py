@@ -6,6 +6,7 @@ build the table with `prediction_table`, so the CLI and a notebook give the same
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import TabularPreprocessor
 from mmtab.errors import ConfigError
 
+log = logging.getLogger("mmtab")
+
 if TYPE_CHECKING:
     from mmtab.training.module import MultimodalModule
 
@@ -30,6 +33,9 @@ def prediction_table(outputs: list[dict[str, torch.Tensor]], preprocessor: Tabul
     table = frame.copy() if include_inputs else pd.DataFrame(index=frame.index)
     for name, values in preprocessor.task.prediction_columns(output, preprocessor.classes).items():
         table[name] = values
+    note = "" if preprocessor.target_scaling is None else preprocessor.target_scaling.negative_note(output)
+    if note:
+        log.warning(note)
     if outputs and "loss" in outputs[0]:
         table["loss"] = torch.cat([o["loss"] for o in outputs]).cpu().numpy()
     return table

@@ -77,8 +77,15 @@ class Task:
         """One model's outputs (B, n_outputs), (B,) -> (B,)."""
         raise NotImplementedError
 
-    def metrics(self, n_outputs: int) -> MetricCollection:
+    def metrics(self, n_outputs: int, ordered: bool = False) -> MetricCollection:
+        """The task's metrics; `ordered` (the classes are ordered, in their sorted order) adds the
+        quadratic weighted kappa (``qwk``) where the task has more than two classes."""
         raise NotImplementedError
+
+    def _unordered(self, ordered: bool) -> None:
+        if ordered:
+            raise ConfigError(f"model.ordered_classes: a {self.name} target has no classes to order; it is for "
+                              "multiclass targets (an ordinal target reports qwk always)")
 
     def activate(self, output: Tensor) -> Tensor:
         """Raw outputs -> what a user reads: class probabilities (B, C), or values (B,).
@@ -149,7 +156,8 @@ class BinaryTask(_Classification):
         return [f"target {target!r} has {len(classes)} classes in the training rows ({list(classes)[:5]}), "
                 "a binary task needs 2: set data.task: multiclass or check the split"]
 
-    def metrics(self, n_outputs: int) -> MetricCollection:
+    def metrics(self, n_outputs: int, ordered: bool = False) -> MetricCollection:
+        self._unordered(ordered)
         return MetricCollection({"accuracy": BinaryAccuracy(), "auroc": BinaryAUROC(), "f1": BinaryF1Score()})
 
     def metric_inputs(self, output: Tensor) -> Tensor:
@@ -157,12 +165,15 @@ class BinaryTask(_Classification):
 
 
 class MulticlassTask(_Classification):
-    """Three or more classes: cross-entropy; accuracy (micro), AUROC and F1 (both macro-averaged)."""
+    """Three or more classes: cross-entropy; accuracy (micro), AUROC and F1 (both macro-averaged); with
+    ordered classes (``model.ordered_classes``) also the quadratic weighted kappa of the most probable
+    class (``qwk``), as the ordinal task reports it, so the two can be compared on one table."""
 
     name = "multiclass"
 
-    def metrics(self, n_outputs: int) -> MetricCollection:
-        return MetricCollection({"accuracy": MulticlassAccuracy(n_outputs, average="micro"),
+    def metrics(self, n_outputs: int, ordered: bool = False) -> MetricCollection:
+        ordered_metrics = {"qwk": MulticlassCohenKappa(n_outputs, weights="quadratic")} if ordered else {}
+        return MetricCollection({**ordered_metrics, "accuracy": MulticlassAccuracy(n_outputs, average="micro"),
                                  "auroc": MulticlassAUROC(n_outputs), "f1": MulticlassF1Score(n_outputs)})
 
 
@@ -211,7 +222,7 @@ class OrdinalTask(_Classification):
         above = 1 - torch.cumsum(p, dim=1)[:, :-1]  # P(y > k)
         return (above >= 0.5).sum(dim=1)
 
-    def metrics(self, n_outputs: int) -> MetricCollection:
+    def metrics(self, n_outputs: int, ordered: bool = False) -> MetricCollection:
         n_classes = self.n_classes(n_outputs)
         return MetricCollection({"qwk": MulticlassCohenKappa(n_classes, weights="quadratic"),
                                  "accuracy": MulticlassAccuracy(n_classes, average="micro"),
@@ -247,7 +258,8 @@ class RegressionTask(Task):
     def _loss(self, output: Tensor, target: Tensor) -> Tensor:
         return (output.squeeze(-1) - target).pow(2)
 
-    def metrics(self, n_outputs: int) -> MetricCollection:
+    def metrics(self, n_outputs: int, ordered: bool = False) -> MetricCollection:
+        self._unordered(ordered)
         return MetricCollection({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False),
                                  "r2": R2Score()})
 
@@ -274,12 +286,25 @@ class TargetScaling:
     mean: float
     std: float
     log1p: bool
+    positive: bool = False  # every training target was at least 0 (a price, a count): see `negative_note`
 
     @classmethod
     def fit(cls, values: np.ndarray, *, log1p: bool) -> TargetScaling:
         f = np.log1p(values) if log1p else values
         std = float(np.std(f))
-        return cls(mean=float(np.mean(f)), std=std if std > 1e-12 else 1.0, log1p=log1p)
+        return cls(mean=float(np.mean(f)), std=std if std > 1e-12 else 1.0, log1p=log1p,
+                   positive=bool(len(values)) and bool(np.min(values) >= 0))
+
+    def negative_note(self, predictions: np.ndarray) -> str:
+        """A warning where a target that was never negative in training is predicted below 0 ("" if not).
+        The squared-error model knows no floor; the user chooses one (log1p or y_range) or clips."""
+        below = predictions < 0
+        if not self.positive or not below.any():
+            return ""
+        return (f"mmtab: warning: {int(below.sum())} of {len(predictions)} predictions are below 0 (lowest "
+                f"{float(predictions.min()):.4g}) though every training target was at least 0: clip them, or fit "
+                "with data.target_transform log1p or model.net.y_range [0, HIGH] to keep predictions positive "
+                "(docs/small-tables.md has what each costs)")
 
     def encode(self, y: Tensor) -> Tensor:
         return ((torch.log1p(y) if self.log1p else y) - self.mean) / self.std

@@ -33,7 +33,7 @@ def mmtab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory, adult_sample) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("cli")
     data = tmp / "adult.parquet"
-    adult_sample.to_parquet(data)
+    adult_sample.assign(row_id=np.arange(len(adult_sample)) * 7).to_parquet(data)  # a column no config names
     common = [f"--config={CONFIG}", f"--data.path={data}", f"--trainer.default_root_dir={tmp / 'runs'}"]
     mmtab("fit", *common, "--trainer.max_epochs=2", "--data.batch_size=256")
     checkpoints = sorted(p.name for p in (tmp / "runs").rglob("*.ckpt"))
@@ -59,6 +59,11 @@ def test_predict_on_the_validation_rows_equals_validate(trained):
     assert len(table) == len(cli.datamodule.frames["valid"])
     assert table["loss"].mean() == pytest.approx(metrics["val_loss"], rel=1e-5)
     assert (table["prediction"] == table["income"]).mean() == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+    # every column of the file is carried through in its order, so the predictions join back on the ids
+    file = pd.read_parquet(trained["data"])
+    assert list(table.columns[:file.shape[1]]) == list(file.columns)
+    joined = table.merge(file, on="row_id", suffixes=("", "_file"))
+    assert len(joined) == len(table) and (joined["age"] == joined["age_file"]).all()
 
 
 def predict_rows(trained, rows: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -150,14 +155,16 @@ def test_a_fit_prints_what_the_user_needs_and_no_noise(tmp_path, reviews_sample,
     reviews_sample.to_parquet(data)
     proc = mmtab("fit", f"--config={ROOT / 'configs' / 'reviews_demo.yaml'}", f"--data.path={data}",
                  f"--data.text_model={tiny_bert}", "--data.max_length=32", "--trainer.max_epochs=2",
-                 "--trainer.limit_train_batches=3", "--trainer.enable_progress_bar=false",
-                 f"--trainer.default_root_dir={tmp_path / 'runs'}")
+                 "--trainer.limit_train_batches=3", f"--trainer.default_root_dir={tmp_path / 'runs'}")
     out = proc.stdout + proc.stderr
     for needed in ("mmtab preprocessing, fitted on the training rows", "cat  Division Name", "trainable",
                    "0 (frozen)", "epoch 0: val_accuracy=", "epoch 1: val_accuracy="):
         assert needed in out, needed
+    frozen_row = next(line for line in out.splitlines() if "0 (frozen)" in line)
+    assert frozen_row.split()[-2:] == ["-", "-"]  # a frozen part trains with no rate
+    # 3 batches against a logging interval of 20; and no progress bar where no terminal watches
     for noise in ("Tip", "eval mode", "Deprecat", "deprecated", "tensorboardX", "Loading weights", "Traceback",
-                  "Warning"):
+                  "Warning", "logging interval", "━", "it/s"):
         assert noise not in out, (noise, out[-3000:])
 
 

@@ -94,9 +94,11 @@ def print_config(args: list[str]) -> str:
     from mmtab.training.module import MultimodalModule
 
     quiet_third_party_output()
+    cv = args[:1] == ["cv"]  # `mmtab cv` takes fit's options, parsed without a subcommand
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
-        MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, args=[*args, "--print_config"])
+        MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=not cv,
+                 args=[*args[cv:], "--print_config"])
     assert stop.value.code in (0, None), f"mmtab {' '.join(args)} does not parse"
     return out.getvalue()
 

@@ -59,3 +59,28 @@ def test_an_ordinal_target_is_learned_and_scored_with_qwk(adult_sample, tmp_path
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
     accuracy = float((table["prediction"].to_numpy() == valid["years"].to_numpy()).mean())
     assert abs(accuracy - metrics["val_accuracy"]) < 1e-6  # predict and validate agree
+
+
+def test_ordered_classes_learned_as_multiclass_report_the_same_qwk_as_their_predictions(adult_sample, tmp_path):
+    """`model.ordered_classes` with a multiclass target: val_qwk is the quadratic weighted kappa of
+    the predicted (most probable) classes, as scikit-learn computes it on the predictions."""
+    import pytest
+    from sklearn.metrics import cohen_kappa_score
+
+    from mmtab import ConfigError, TabularTextDataModule
+
+    frame = adult_sample.assign(years=adult_sample["educational-num"].clip(8, 14))  # 7 ordered levels
+    dm = TabularTextDataModule.from_frame(frame, target="years", task="multiclass", batch_size=128, seed=0,
+                                          categorical_cols=[c for c in ADULT_CAT if c != "education"] + ["income"],
+                                          continuous_cols=[c for c in ADULT_CONT if c != "educational-num"])
+    module = tabular_module(dm, ordered_classes=True)
+    trainer = quiet_trainer(max_epochs=3, default_root_dir=tmp_path)
+    trainer.fit(module, dm)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert {"val_qwk", "val_accuracy", "val_auroc"} <= metrics.keys()
+    valid = dm.split_frame("valid")
+    table = predict_frame(module, dm.preprocessor, valid)
+    expected = cohen_kappa_score(valid["years"], table["prediction"].astype(int), weights="quadratic")
+    assert metrics["val_qwk"] == pytest.approx(expected, abs=1e-5) and expected > 0.2
+    with pytest.raises(ConfigError, match="model.ordered_classes: a binary target has no classes to order"):
+        get_task("binary").metrics(2, ordered=True)

@@ -1,6 +1,7 @@
 """A task is one object: its loss, metrics, activation and prediction columns; nothing else in mmtab
 compares task names."""
 
+import logging
 import re
 
 import numpy as np
@@ -52,3 +53,28 @@ def test_every_task_name_round_trips_and_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown task 'multilabel'"):
         get_task("multilabel")
     assert infer_task(pd.Series([0.5, 1.25, 3.0])) == "regression"
+
+
+def test_a_positive_target_predicted_below_zero_is_warned_about(caplog):
+    """A squared-error model knows no floor: where every training target was at least 0, predictions
+    below 0 get one warning that says how many and what to do."""
+    from mmtab import TabularTextDataModule
+    from mmtab.predict import prediction_table
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200), "price": rng.exponential(size=200)})
+    dm = TabularTextDataModule.from_frame(frame, target="price", continuous_cols=["x"], task="regression")
+    pre = dm.preprocessor
+    assert pre.target_scaling.positive
+    rows = frame.head(3)
+    mmtab_log = logging.getLogger("mmtab")
+    mmtab_log.addHandler(caplog.handler)  # the command line's setup stops mmtab's records at its own handler
+    try:
+        table = prediction_table([{"output": torch.tensor([0.5, -0.25, -2.0])}], pre, rows)
+        assert table["prediction"].tolist() == [0.5, -0.25, -2.0]  # warned, not changed
+        assert "2 of 3 predictions are below 0 (lowest -2)" in caplog.text and "target_transform log1p" in caplog.text
+        caplog.clear()
+        prediction_table([{"output": torch.tensor([0.5, 0.1, 2.0])}], pre, rows)
+        assert "below 0" not in caplog.text
+    finally:
+        mmtab_log.removeHandler(caplog.handler)

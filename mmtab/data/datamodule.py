@@ -22,7 +22,7 @@ from mmtab.data.columns import ColumnSpec, did_you_mean
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.preprocessing import PreprocessingOptions, TabularPreprocessor, TargetTransform
 from mmtab.data.scaling import ScalingName
-from mmtab.data.splits import split_by_column, stratified_split, validation_choice
+from mmtab.data.splits import check_folds, fold_of_rows, split_by_column, stratified_split, validation_choice
 from mmtab.data.tables import read_table, separator_hint
 from mmtab.data.target import TargetDecision, decide_target
 from mmtab.data.tokenization import is_text
@@ -52,6 +52,10 @@ class TabularTextDataModule(pl.LightningDataModule):
         split_col: a column with values train/valid/test that fixes the split instead of `valid_pct`.
         valid_path: a separate validation table, instead of splitting `path`.
         test_path: a table for `mmtab test`.
+        folds: k-fold cross-validation: split `path` into this many folds (stratified by class,
+            fixed by `seed`); fold `fold` is the test split, and the validation rows, on which the
+            best epoch is chosen, are `valid_pct` of the other folds. ``mmtab cv`` runs every fold.
+        fold: which fold is the test split (0 to folds - 1).
         predict_path: a table for `mmtab predict`; without it, the validation rows are predicted.
         batch_size: training batch size (per process under data parallelism: `--trainer.devices 4` trains
             on 4 x batch_size rows a step).
@@ -94,6 +98,8 @@ class TabularTextDataModule(pl.LightningDataModule):
         valid_path: str | None = None,
         test_path: str | None = None,
         predict_path: str | None = None,
+        folds: int | None = None,
+        fold: int = 0,
         batch_size: int = 256,
         eval_batch_size: int | None = None,
         min_category_count: int = _DEFAULTS.min_category_count,
@@ -105,6 +111,8 @@ class TabularTextDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         valid_pct = validation_choice(valid_pct, split_col, valid_path)
+        check_folds(folds, fold, split_col, valid_path, test_path)
+        self.folds, self.fold = folds, fold
         self.spec = ColumnSpec(target=target, categorical=list(categorical_cols or []),
                                continuous=list(continuous_cols or []), text=list(text_cols or []),
                                weight=weight_col)
@@ -160,8 +168,13 @@ class TabularTextDataModule(pl.LightningDataModule):
         else:
             classes = get_task(self.task or infer_task(df[self.spec.target])).classification
             labels = df[self.spec.target] if classes else None  # stratified by class
+            frames = {}
+            if self.folds is not None:
+                in_test = fold_of_rows(labels, len(df), self.folds, self.seed) == self.fold
+                frames["test"], df = df[in_test], df[~in_test]
+                labels = None if labels is None else labels[~in_test]
             is_valid = stratified_split(labels, len(df), self.valid_pct, self.seed)
-            frames = {"train": df[~is_valid], "valid": df[is_valid]}
+            frames = {"train": df[~is_valid], "valid": df[is_valid], **frames}
         if self.test_path:
             frames["test"] = read_table(self.test_path, needed, self.spec.categorical)
         problems = self._split_problems(frames)
@@ -279,16 +292,29 @@ class TabularTextDataModule(pl.LightningDataModule):
         return self._tables[split]
 
     def split_frame(self, split: str) -> pd.DataFrame:
-        """The raw rows of a split; ``predict`` is `predict_path` or else the validation rows."""
+        """The raw rows of a split; ``predict`` is `predict_path` or else the validation rows, with every
+        column of their file (the columns a config does not name, an id among them, are carried through
+        to the predictions, so they can be joined back)."""
         if split == "predict":
-            if self.predict_path is None:
-                return self.frames["valid"]
+            if self.predict_path is None and "predict" not in self.frames:
+                self.frames["predict"] = self.with_every_column("valid")
             if "predict" not in self.frames:
                 frame = read_table(self.predict_path)  # extra columns are carried through to the output
                 self.spec.validate(frame, where=f"predict file {self.predict_path!r}",
                                    labelled=self.spec.target in frame.columns)
                 self.frames["predict"] = frame
         return self.frames[split]
+
+    def with_every_column(self, split: str) -> pd.DataFrame:
+        """The rows of `split` (read with the config's columns only) beside the other columns of their
+        file, in the file's order; the named columns keep the values the model was checked on."""
+        rows = self.frames[split]
+        own_file = {"valid": self.valid_path, "test": self.test_path}.get(split)
+        full = self._given_frame if self._given_frame is not None else read_table(own_file or self.path)
+        if not rows.index.isin(full.index).all():  # rows not labelled by their place in the file
+            return rows
+        others = full.loc[rows.index, [c for c in full.columns if c not in rows.columns]]
+        return pd.concat([rows, others], axis=1)[list(full.columns)]
 
     def train_dataloader(self) -> BatchLoader:
         return BatchLoader(self.table("train"), batch_size=self.batch_size, shuffle=True,

@@ -1,8 +1,11 @@
-"""Which rows validate: a stratified share, a column that names each row's split, or another file.
+"""Which rows validate: a stratified share, a column that names each row's split, or another file;
+and which rows test, for k-fold cross-validation.
 
 One of ``valid_pct``, ``split_col`` and ``valid_path`` chooses the validation rows; `validation_choice`
-refuses two at once. The split is a function of the rows and the seed alone, so a resumed or repeated
-run validates on the same rows.
+refuses two at once. With ``folds``, fold ``fold`` of the table is the test split and the validation
+rows (where the best epoch is chosen) are a share of the other folds, so a fold's score is never
+measured on the rows that chose its epoch. The split is a function of the rows and the seed alone, so a
+resumed or repeated run validates on the same rows.
 """
 
 from __future__ import annotations
@@ -44,6 +47,40 @@ def stratified_split(labels: pd.Series | None, n: int, valid_pct: float, seed: i
         k = int(round(valid_pct * len(rows)))
         is_valid[rng.permutation(rows)[:k]] = True
     return is_valid
+
+
+def check_folds(folds: int | None, fold: int, split_col: str | None, valid_path: str | None,
+                test_path: str | None) -> None:
+    """`folds` and `fold` make sense together and with the other split options (a `ConfigError` if not)."""
+    if folds is None:
+        return
+    if folds < 2:
+        raise ConfigError(f"data.folds must be at least 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise ConfigError(f"data.fold must be one of 0..{folds - 1} (data.folds is {folds}), got {fold}")
+    given = [name for name, value in (("split_col", split_col), ("valid_path", valid_path),
+                                      ("test_path", test_path)) if value is not None]
+    if given:
+        raise ConfigError(f"data.folds chooses the test rows and takes the validation rows from the other folds; "
+                          f"data.{' and data.'.join(given)} choose rows too: set {' and '.join(given)} to null "
+                          f"(--data.{given[0]} null)")
+
+
+def fold_of_rows(labels: pd.Series | None, n: int, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold (0..folds-1): every class spread evenly over the folds (all rows if `labels` is
+    None), in an order fixed by `seed`."""
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(n, dtype=np.int64)
+    if labels is None:
+        groups = [np.arange(n)]
+    else:
+        codes = pd.factorize(labels)[0]
+        groups = [np.flatnonzero(codes == k) for k in range(codes.max() + 1)]
+    start = 0  # each class continues where the last left off, so the folds' sizes differ by one at most
+    for rows in groups:
+        fold[rng.permutation(rows)] = (start + np.arange(len(rows))) % folds
+        start = (start + len(rows)) % folds
+    return fold
 
 
 def split_by_column(df: pd.DataFrame, col: str, where: str) -> dict[str, pd.DataFrame]:

@@ -31,4 +31,7 @@ class Unfreeze(pl.Callback):
         net = pl_module.net
         if trainer.current_epoch >= self.epoch and self.part in net.frozen:
             net.unfreeze(self.part)
-            rank_zero_info(f"epoch {trainer.current_epoch}: unfroze {self.part!r}")
+            rates = [f"lr {g.get('max_lr', g['lr']):.3g}, weight_decay {g['weight_decay']:.3g}"
+                     for optimizer in trainer.optimizers for g in optimizer.param_groups if g.get("name") == self.part]
+            said = f" ({rates[0]})" if rates else ""
+            rank_zero_info(f"epoch {trainer.current_epoch}: unfroze {self.part!r}{said}")

@@ -68,6 +68,9 @@ class MultimodalModule(pl.LightningModule):
             checkpoint's keys do not change) when the trainer sets up. The first steps wait for the
             compiler (tens of seconds); later steps fuse the elementwise work between matmuls.
             A C++ compiler must be installed for CPU runs.
+        ordered_classes: the target's classes are ordered, in their sorted order (a 1-5 rating learned
+            as multiclass): validation and test also report the quadratic weighted kappa (``qwk``).
+            An ordinal task reports it always.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class MultimodalModule(pl.LightningModule):
         init_from: str | None = None,
         text_embeddings: TextEmbeddings = TextEmbeddings(),  # noqa: B008 -- a frozen-in-place default, never mutated
         compile: bool = False,
+        ordered_classes: bool = False,
     ) -> None:
         super().__init__()
         # NOTE: no `save_hyperparameters`: the model is an object, not a config. `mmtab fit` stores the
@@ -113,8 +117,9 @@ class MultimodalModule(pl.LightningModule):
             y_range = torch.tensor(net.head.y_range, dtype=torch.float64)
             scaled = y_range if self.target_scaling is None else self.target_scaling.encode(y_range)
             net.head.output_range = tuple(scaled.tolist())
-        self.val_metrics = self.task.metrics(n_outputs).clone(prefix="val_")
-        self.test_metrics = self.task.metrics(n_outputs).clone(prefix="test_")
+        self.ordered_classes = ordered_classes
+        self.val_metrics = self.task.metrics(n_outputs, ordered_classes).clone(prefix="val_")
+        self.test_metrics = self.task.metrics(n_outputs, ordered_classes).clone(prefix="test_")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.init_from = init_from
         self.text_embeddings = text_embeddings

@@ -91,12 +91,13 @@ def check_optimizer(model: nn.Module, optimizer: Optimizer) -> None:
 
 
 def format_param_groups(optimizer: Optimizer) -> str:
-    """A table of the optimizer's groups as they are now: what each part trains with."""
+    """A table of the optimizer's groups as they are now: what each part trains with (a frozen part
+    trains with nothing; `Unfreeze` says its rates when it starts to train)."""
     rows = [("group", "tensors", "params", "trainable", "lr", "weight_decay")]
     for g in optimizer.param_groups:
         n = sum(p.numel() for p in g["params"])
         t = sum(p.numel() for p in g["params"] if p.requires_grad)
-        rows.append((g.get("name", "?"), str(len(g["params"])), f"{n:,}", f"{t:,}" if t else "0 (frozen)",
-                     f"{g.get('max_lr', g['lr']):.3g}", f"{g['weight_decay']:.3g}"))
+        rates = (f"{g.get('max_lr', g['lr']):.3g}", f"{g['weight_decay']:.3g}") if t else ("-", "-")
+        rows.append((g.get("name", "?"), str(len(g["params"])), f"{n:,}", f"{t:,}" if t else "0 (frozen)", *rates))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
