@@ -14,9 +14,12 @@ from typing import Any
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(temporary_path)``, then move the result to `path`."""
+    """Call ``write(temporary_path)``, then move the result to `path`. The temporary file is removed if
+    the write fails; one left by a process killed mid-write (SIGKILL runs no cleanup) is removed by the
+    next write to the same path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
@@ -24,3 +27,24 @@ def write_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete ``.NAME.PID.tmp`` files beside `path` whose process is gone; returns them."""
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: is there such a process (sends nothing)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: running
+        return True
+    return True

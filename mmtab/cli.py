@@ -26,15 +26,17 @@ import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from mmtab.cross_validation import run_cross_validation
 from mmtab.data.datamodule import TabularTextDataModule
 from mmtab.diagnostics.lr_finder import LrFinderResult, find_lr
 from mmtab.diagnostics.plots import plot_lr_finder
-from mmtab.errors import ConfigError, MmtabError
+from mmtab.embeddings import TextEmbeddings
+from mmtab.errors import ConfigError, MmtabError, StoppedBySignal
 from mmtab.predict import PredictionWriter
-from mmtab.training.checkpoints import MODEL_CONFIG_KEY, AtomicCheckpointIO, find_run_checkpoint
+from mmtab.training.checkpoints import MODEL_CONFIG_KEY, AtomicCheckpointIO, find_run_checkpoint, read_checkpoint
 from mmtab.training.module import MultimodalModule
 from mmtab.training.sharding import FSDP1_NAMES, SHARD_THROUGH
 from mmtab.training.threads import Threads
@@ -133,7 +135,29 @@ class MmtabCLI(LightningCLI):
         # and a progress bar only where a person watches a terminal: in a log file each redraw is a line
         kwargs.setdefault("trainer_defaults", {"enable_model_summary": False,
                                                "enable_progress_bar": sys.stdout.isatty()})
-        super().__init__(*args, **kwargs)
+        try:
+            super().__init__(*args, **kwargs)
+        except SIGTERMException:  # Lightning's: a SystemExit with code 0, as if the fit had finished
+            raise StoppedBySignal(self.resume_hint()) from None
+
+    def resume_hint(self) -> str:
+        """Where a fit stopped by SIGTERM was, and the checkpoint to resume it from."""
+        trainer = self.trainer
+        where = f"stopped by SIGTERM in epoch {trainer.current_epoch} (step {trainer.global_step})"
+        paths = [c.last_model_path or (c.best_model_path if c.monitor is None else "")
+                 for c in trainer.checkpoint_callbacks]
+        path = next((p for p in paths if p), "")
+        if not path:
+            return f"{where}, before any checkpoint was written: fit again"
+        return (f"{where}; the last checkpoint, from the end of the last whole epoch, is {path}: resume with "
+                f"--ckpt_path {path} (the same config; the run goes on as if it had not stopped)")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in ("best", "last"):
+            read_checkpoint(path)  # a file that is not a checkpoint is one message, before Lightning reads it
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(PredictionWriter, "predictions")
@@ -150,6 +174,9 @@ class MmtabCLI(LightningCLI):
             raise ConfigError("; ".join(f"model.{target} is decided by the data (data.{source}): remove it from the "
                                        "config" for source, target in given))
         check_trainer(config.trainer.accelerator, config.trainer.strategy)
+        model = config.model.get("init_args") or {}
+        if model.get("net") and (model.net.get("init_args") or {}).get("text") is not None:
+            TextEmbeddings(**dict(model.get("text_embeddings") or {})).check()  # here, not wrapped in jsonargparse's
         if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") in ("best", "last"):
             root = config.trainer.default_root_dir or "."
             path, chosen = find_run_checkpoint(config.ckpt_path, root)
@@ -224,8 +251,8 @@ def quiet_third_party_output() -> None:
 def main(args: list[str] | None = None) -> None:
     """The ``mmtab`` console script (returns nothing: a console script's return value is its exit code).
 
-    A user's mistake (`MmtabError`) ends as its message alone and exit code 2; ``MMTAB_DEBUG=1`` shows
-    the traceback as well.
+    A user's mistake (`MmtabError`) ends as its message alone and exit code 2 (143 for a fit stopped by
+    SIGTERM); ``MMTAB_DEBUG=1`` shows the traceback as well.
     """
     quiet_third_party_output()
     args = sys.argv[1:] if args is None else args
@@ -242,7 +269,7 @@ def main(args: list[str] | None = None) -> None:
             sys.stderr.write(f"mmtab: error: {error}\n")
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # else gloo's threads abort the exit
-        raise SystemExit(2) from None
+        raise SystemExit(error.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mmtab.errors import ConfigError
+from mmtab.errors import ConfigError, StoppedBySignal
 from mmtab.predict import predict_frame, write_table
 
 
@@ -54,7 +55,11 @@ def run_cross_validation(args: list[str]) -> dict:
     results, predictions = [], []
     for fold in range(folds):
         cli = _cli([*args, f"--data.fold={fold}", f"--trainer.default_root_dir={out / f'fold_{fold}'}"])
-        cli.trainer.fit(cli.model, cli.datamodule)
+        try:
+            cli.trainer.fit(cli.model, cli.datamodule)
+        except SIGTERMException:  # Lightning's, a SystemExit with code 0
+            raise StoppedBySignal(f"mmtab cv stopped by SIGTERM in fold {fold} of {folds}: the folds before it "
+                                  f"are under {out}; run mmtab cv again to score every fold") from None
         best = "best" if cli.trainer.checkpoint_callback is not None else None
         (metrics,) = cli.trainer.test(cli.model, cli.datamodule, ckpt_path=best, verbose=False)
         results.append({k: float(v) for k, v in metrics.items()})

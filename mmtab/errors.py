@@ -1,7 +1,8 @@
 """The mistakes a user can make, as exceptions that carry a complete message.
 
-`mmtab` (the command line) prints such an error's message alone and exits with code 2, no
-traceback (``MMTAB_DEBUG=1`` shows it). Anything else is a bug in mmtab, and keeps its traceback.
+`mmtab` (the command line) prints such an error's message alone and exits with its `exit_code`
+(2, but 143 for a run stopped by SIGTERM), no traceback (``MMTAB_DEBUG=1`` shows it). Anything else
+is a bug in mmtab, and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ MAX_ROWS_SHOWN = 5  # offending rows a message names
 
 class MmtabError(Exception):
     """A mistake in the user's data, config or files; the message says what and what to do."""
+
+    exit_code = 2
+
+
+class StoppedBySignal(MmtabError):
+    """A fit stopped from outside (SIGTERM: ``kill``, a scheduler); the message says where to resume.
+    Its exit code is the shell's for that signal, so no script takes the run for a finished one."""
+
+    exit_code = 128 + 15  # 143, as a process killed by SIGTERM reports to its shell
 
 
 class DataValidationError(MmtabError, ValueError):

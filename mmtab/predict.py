@@ -77,6 +77,12 @@ def write_table(table: pd.DataFrame, path: str | Path, *, overwrite: bool = Fals
 def check_writable(path: Path, *, overwrite: bool) -> None:
     if path.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"predictions output {str(path)!r}: use a .csv or .parquet file name")
+    if path.is_dir():
+        raise ConfigError(f"predictions output {str(path)!r} is a folder: name a file in it, such as "
+                          f"--predictions.output {str(path / 'predictions.csv')!r}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"predictions output {str(path)!r}: its folder {str(path.parent)!r} does not exist; "
+                          "create it or choose another --predictions.output")
     if path.exists() and not overwrite:
         raise ConfigError(f"{str(path)!r} already exists; choose another --predictions.output, or pass "
                               "--predictions.overwrite true to replace it")

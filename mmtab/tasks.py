@@ -28,6 +28,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryAUROC,
+    BinaryCohenKappa,
     BinaryF1Score,
     MulticlassAccuracy,
     MulticlassAUROC,
@@ -79,13 +80,13 @@ class Task:
 
     def metrics(self, n_outputs: int, ordered: bool = False) -> MetricCollection:
         """The task's metrics; `ordered` (the classes are ordered, in their sorted order) adds the
-        quadratic weighted kappa (``qwk``) where the task has more than two classes."""
+        quadratic weighted kappa (``qwk``) of the predicted classes."""
         raise NotImplementedError
 
     def _unordered(self, ordered: bool) -> None:
         if ordered:
             raise ConfigError(f"model.ordered_classes: a {self.name} target has no classes to order; it is for "
-                              "multiclass targets (an ordinal target reports qwk always)")
+                              "binary and multiclass targets (an ordinal target reports qwk always)")
 
     def activate(self, output: Tensor) -> Tensor:
         """Raw outputs -> what a user reads: class probabilities (B, C), or values (B,).
@@ -157,8 +158,10 @@ class BinaryTask(_Classification):
                 "a binary task needs 2: set data.task: multiclass or check the split"]
 
     def metrics(self, n_outputs: int, ordered: bool = False) -> MetricCollection:
-        self._unordered(ordered)
-        return MetricCollection({"accuracy": BinaryAccuracy(), "auroc": BinaryAUROC(), "f1": BinaryF1Score()})
+        # two ordered classes: the quadratic weights are the plain ones, so qwk is Cohen's kappa
+        ordered_metrics = {"qwk": BinaryCohenKappa()} if ordered else {}
+        return MetricCollection({**ordered_metrics, "accuracy": BinaryAccuracy(), "auroc": BinaryAUROC(),
+                                 "f1": BinaryF1Score()})
 
     def metric_inputs(self, output: Tensor) -> Tensor:
         return self.activate(output)[:, 1]  # P(second class)

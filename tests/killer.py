@@ -1,4 +1,4 @@
-"""A callback the resume test adds to a real `mmtab fit` to kill its own process mid-epoch."""
+"""Callbacks the resume tests add to a real `mmtab fit` to kill or stop its own process mid-epoch."""
 
 import os
 import signal
@@ -15,3 +15,11 @@ class SigkillMidEpoch(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SigtermMidEpoch(SigkillMidEpoch):
+    """SIGTERM (what ``kill`` and schedulers send) at batch `batch` of epoch `epoch`."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)

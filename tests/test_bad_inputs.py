@@ -69,6 +69,31 @@ def empty_file(df: pd.DataFrame, tmp: Path) -> list[str]:
     return [f"--data.path={tmp / 'data.csv'}"]
 
 
+def latin1_csv(df: pd.DataFrame, tmp: Path) -> list[str]:
+    df = df.copy()
+    df.loc[3, "occupation"] = "Caf\u00e9-owner"  # é is one byte, 0xe9, in Latin-1: not UTF-8
+    return [f"--data.path={csv(df, tmp, encoding='latin-1')}"]
+
+
+def gzip_named_csv(df: pd.DataFrame, tmp: Path) -> list[str]:
+    df.to_csv(tmp / "data.csv", index=False, compression="gzip")
+    return [f"--data.path={tmp / 'data.csv'}"]
+
+
+def truncated_parquet(df: pd.DataFrame, tmp: Path) -> list[str]:
+    df.to_parquet(tmp / "data.parquet")
+    whole = (tmp / "data.parquet").read_bytes()
+    (tmp / "data.parquet").write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    return [f"--data.path={tmp / 'data.parquet'}"]
+
+
+def a_module_as_text_model(df: pd.DataFrame, tmp: Path) -> list[str]:
+    # a module of that name in the working directory: naming it must not run it (it would write 'ran')
+    (tmp / "reviews_model.py").write_text("open('ran', 'w').write('imported')\n")
+    return [f"--data.path={csv(df.assign(note='a few words'), tmp)}", "--data.text_cols=[note]",
+            "--data.text_model=reviews_model"]
+
+
 # (case, what makes it, the words the message must contain)
 CASES: list[tuple[str, Callable[[pd.DataFrame, Path], list[str]], str]] = [
     ("a listed column is missing", lambda df, tmp: [f"--data.path={csv(df.drop(columns='age'), tmp)}"],
@@ -100,11 +125,20 @@ CASES: list[tuple[str, Callable[[pd.DataFrame, Path], list[str]], str]] = [
                                                                     "--model.net.tabular.n_cont=3"],
      "model.net.tabular.n_cont is decided by the data"),
     ("a data file that does not exist", lambda df, tmp: [f"--data.path={tmp / 'nope.csv'}"], "does not exist"),
+    ("a data path that is a folder", lambda df, tmp: [f"--data.path={tmp}"],
+     "is a folder: give the path of a .csv, .tsv or .parquet file"),
+    ("a CSV in Latin-1, not UTF-8", latin1_csv, "the file is not UTF-8 text (byte 0xe9"),
+    ("a gzip-compressed file named .csv", gzip_named_csv, "the file is gzip-compressed, not a plain .csv file"),
+    ("a Parquet file cut short", truncated_parquet, "it is not a readable Parquet file"),
+    ("a header and no rows", lambda df, tmp: [f"--data.path={csv(df.head(0), tmp)}"],
+     "the file has a header and no rows of data"),
     ("Lightning's FSDP strategy", lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--trainer.strategy=fsdp"],
      "trainer.strategy fsdp: mmtab shards a model through Lightning's ModelParallelStrategy"),
     ("trainer settings Lightning refuses", lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--trainer.accelerator=cpu",
                                                             "--trainer.devices=0"],
      "the trainer settings cannot run here: `Trainer(devices='0')` value is not a valid input"),
+    ("a Python module named as the text model", a_module_as_text_model,
+     "text model 'reviews_model' is an installed Python module, not a model"),
     ("a thread count below 1", lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--threads.count=0"],
      "threads.count must be at least 1, got 0"),
     pytest.param("a GPU asked for where there is none",
@@ -159,6 +193,14 @@ def test_a_predict_file_missing_a_column_is_named_before_predicting(rows, tmp_pa
     assert tree(tmp_path) == before
     assert "a predict file missing a column" in ERRORS_PAGE
 
+    (tmp_path / "out.csv").mkdir()  # a folder where the predictions file should go, even with overwrite
+    proc = run_mmtab("predict", f"--config={CONFIG}", f"--data.path={data}", f"--ckpt_path={ckpt}",
+                     f"--predictions.output={tmp_path / 'out.csv'}", "--predictions.overwrite=true", cwd=tmp_path)
+    words = "is a folder: name a file in it"
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not list((tmp_path / "out.csv").iterdir())
+    assert "a predictions output that is a folder" in ERRORS_PAGE and words in ERRORS_PAGE
+
 
 def test_a_diverging_run_stops_naming_the_step_and_keeps_no_bad_checkpoint(rows, tmp_path):
     data = csv(rows, tmp_path)
@@ -179,3 +221,92 @@ def test_a_csv_saved_with_a_byte_order_mark_trains(rows, tmp_path):
     proc = run_mmtab("fit", f"--config={CONFIG}", f"--data.path={data}", "--trainer.max_epochs=1",
                      f"--trainer.default_root_dir={tmp_path / 'runs'}", cwd=tmp_path)
     assert proc.returncode == 0 and "epoch 0: val_accuracy=" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def fitted(rows, tmp_path_factory) -> tuple[Path, Path]:
+    """A table and the last checkpoint of a 1-epoch fit of adult.yaml on it."""
+    tmp = tmp_path_factory.mktemp("fitted")
+    data = csv(rows, tmp)
+    fit = run_mmtab("fit", f"--config={CONFIG}", f"--data.path={data}", "--trainer.max_epochs=1",
+                    f"--trainer.default_root_dir={tmp / 'runs'}", cwd=tmp)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    (ckpt,) = (tmp / "runs").rglob("last.ckpt")
+    return data, ckpt
+
+
+class Payload:
+    """Any object: a pickled one is code that loading would run."""
+
+
+def cut_short(ckpt: Path, tmp: Path) -> Path:
+    (tmp / "cut.ckpt").write_bytes(ckpt.read_bytes()[:5000])
+    return tmp / "cut.ckpt"
+
+
+def a_table(ckpt: Path, tmp: Path) -> Path:
+    (tmp / "table.csv").write_text("age,income\n39,<=50K\n")
+    return tmp / "table.csv"
+
+
+def pickled(ckpt: Path, tmp: Path) -> Path:
+    torch.save({**torch.load(ckpt, weights_only=True), "payload": Payload()}, tmp / "pickled.ckpt")
+    return tmp / "pickled.ckpt"
+
+
+def another_model(ckpt: Path, tmp: Path) -> Path:
+    state = torch.load(ckpt, weights_only=True)
+    first = next(k for k in state["state_dict"] if k.endswith("weight") and state["state_dict"][k].ndim == 2)
+    state["state_dict"][first] = torch.zeros(3, 3)  # as a fit with other layer sizes would have it
+    torch.save(state, tmp / "other.ckpt")
+    return tmp / "other.ckpt"
+
+
+@pytest.mark.parametrize("case, make, words", [
+    ("a checkpoint cut short", cut_short, "it is cut short, damaged or not a checkpoint"),
+    ("a table given as the checkpoint", a_table, "not a checkpoint; give a .ckpt file that mmtab fit wrote"),
+    ("a checkpoint holding pickled objects", pickled, "holds pickled Python objects, which loading would run as code"),
+    ("a checkpoint of another model", another_model, "the checkpoint holds another model than this config builds"),
+])
+def test_a_bad_checkpoint_ends_in_one_clear_message(case, make, words, fitted, tmp_path):
+    data, ckpt = fitted
+    bad = make(ckpt, tmp_path)
+    before = tree(tmp_path)
+    proc = run_mmtab("validate", f"--config={CONFIG}", f"--data.path={data}", f"--ckpt_path={bad}", cwd=tmp_path)
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert tree(tmp_path) == before
+    assert case in ERRORS_PAGE and words in ERRORS_PAGE, "docs/errors-and-artifacts.md lists this case and its message"
+
+
+def test_a_categorical_column_of_another_type_in_predict_is_named(fitted, tmp_path):
+    """Numbers where training had text: every value is an unseen category, which is legal (predict
+    goes on) but never silent."""
+    data, ckpt = fitted
+    rows = pd.read_csv(data).head(40)
+    rows["workclass"] = np.arange(40) % 4  # codes, where training had 'Private', 'Self-emp-not-inc', ...
+    new = csv(rows, tmp_path, "codes.csv")
+    proc = run_mmtab("predict", f"--config={CONFIG}", f"--data.path={data}", f"--ckpt_path={ckpt}",
+                     f"--data.predict_path={new}", f"--predictions.output={tmp_path / 'out.csv'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    words = "column 'workclass': none of its 40 values (first rows: 0: 0, 1: 1, 2: 2, 3: 3) is a category"
+    assert words in proc.stderr and "numbers where training had text" in proc.stderr, proc.stderr[-2000:]
+    assert "column 'education'" not in proc.stderr  # the columns that match stay quiet
+
+
+def test_a_cache_folder_that_is_a_file_is_named_before_any_text_is_encoded(reviews_sample, tiny_bert, tmp_path):
+    data = tmp_path / "reviews.parquet"
+    reviews_sample.to_parquet(data)
+    (tmp_path / "cache").write_text("not a folder")
+    before = tree(tmp_path)
+    config = ROOT / "configs" / "reviews_demo.yaml"
+    proc = subprocess.run([sys.executable, "-m", "mmtab.cli", "fit", f"--config={config}", f"--data.path={data}",
+                           f"--data.text_model={tiny_bert}", "--data.max_length=32",
+                           f"--trainer.default_root_dir={tmp_path / 'runs'}"], capture_output=True, text=True,
+                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+                                             "MMTAB_CACHE_DIR": str(tmp_path / "cache")})
+    words = f"the text-embedding cache folder '{tmp_path / 'cache'}' cannot be made"
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "text embeddings for" not in proc.stderr  # nothing was encoded first
+    assert tree(tmp_path) == before
+    assert "a cache folder that is a file" in ERRORS_PAGE and "cannot be made" in ERRORS_PAGE

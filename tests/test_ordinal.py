@@ -82,5 +82,8 @@ def test_ordered_classes_learned_as_multiclass_report_the_same_qwk_as_their_pred
     table = predict_frame(module, dm.preprocessor, valid)
     expected = cohen_kappa_score(valid["years"], table["prediction"].astype(int), weights="quadratic")
     assert metrics["val_qwk"] == pytest.approx(expected, abs=1e-5) and expected > 0.2
-    with pytest.raises(ConfigError, match="model.ordered_classes: a binary target has no classes to order"):
-        get_task("binary").metrics(2, ordered=True)
+    with pytest.raises(ConfigError, match="model.ordered_classes: a regression target has no classes to order"):
+        get_task("regression").metrics(1, ordered=True)
+    binary = get_task("binary").metrics(2, ordered=True)  # two classes: qwk is Cohen's kappa
+    p, y = torch.tensor([0.9, 0.2, 0.7, 0.4]), torch.tensor([1, 0, 0, 0])
+    assert float(binary(p, y)["qwk"]) == pytest.approx(cohen_kappa_score(y, (p > 0.5).int(), weights="quadratic"))

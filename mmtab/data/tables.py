@@ -28,16 +28,27 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None,
     large table's memory.
     """
     path = Path(path)
+    where = f"data file {str(path)!r}"
     if not path.exists():
-        raise ConfigError(f"data file {str(path)!r} does not exist (working directory: {Path.cwd()})")
+        raise ConfigError(f"{where} does not exist (working directory: {Path.cwd()})")
+    if path.is_dir():
+        raise ConfigError(f"{where} is a folder: give the path of a .csv, .tsv or .parquet file")
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".csv", ".tsv"):
-        raise ConfigError(f"data file {str(path)!r}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
+        raise ConfigError(f"{where}: unknown format {suffix!r}; use .csv, .tsv or .parquet")
     if path.stat().st_size == 0:
-        raise DataValidationError(["the file is empty: it needs a header row and at least one row of data"],
-                                  f"data file {str(path)!r}")
+        raise DataValidationError(["the file is empty: it needs a header row and at least one row of data"], where)
+    with path.open("rb") as f:
+        start = f.read(4)
+    if start[:2] == b"\x1f\x8b":
+        raise DataValidationError([f"the file is gzip-compressed, not a plain {suffix} file: decompress it first "
+                                   "(gunzip), or save it uncompressed"], where)
     if suffix == ".parquet":
-        schema = pq.read_schema(path)
+        try:
+            schema = pq.read_schema(path)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise DataValidationError([f"it is not a readable Parquet file ({error}): it may be cut short or "
+                                       "another format; write it again"], where) from None
         header = schema.names
     else:
         sep = "\t" if suffix == ".tsv" else ","
@@ -50,9 +61,17 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None,
     wanted = set(columns or ())
     keep = [name for name in header if name in wanted] or None
     if suffix != ".parquet":
-        return pd.read_csv(path, sep=sep, usecols=keep)
-    text = [name for name in categorical if name in header and _is_text_type(schema.field(name).type)]
-    frame = pd.read_parquet(path, columns=keep, read_dictionary=text or None)
+        try:
+            frame = pd.read_csv(path, sep=sep, usecols=keep)
+        except UnicodeDecodeError as error:
+            raise DataValidationError([f"the file is not UTF-8 text (byte {error.object[error.start]:#04x} at byte "
+                                       f"{error.start}; Latin-1 or Windows-1252, perhaps): save it as UTF-8 (Excel: "
+                                       "\"CSV UTF-8\")"], where) from None
+    else:
+        text = [name for name in categorical if name in header and _is_text_type(schema.field(name).type)]
+        frame = pd.read_parquet(path, columns=keep, read_dictionary=text or None)
+    if frame.empty:
+        raise DataValidationError(["the file has a header and no rows of data"], where)
     # Arrow's allocator keeps the decoding buffers it freed for its next read, which for a table read
     # once and kept is memory held for nothing (the 1M-row figure of benchmarks/throughput.py measures
     # the peak). Handing it back costs about a millisecond.

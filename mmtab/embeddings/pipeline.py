@@ -22,6 +22,7 @@ from torch import Tensor
 
 from mmtab.embeddings.frozen import PROBE_ROWS, FrozenEncoder, Precision, VectorSource
 from mmtab.embeddings.store import EmbeddingStore, default_cache_dir, row_keys
+from mmtab.errors import ConfigError
 
 if TYPE_CHECKING:
     from mmtab.data.dataset import TensorTable
@@ -59,6 +60,17 @@ class TextEmbeddings:
 
     cache_dir: str | None = default_cache_dir()  # read once, at import, and shown in the config
     precision: Precision = "auto"
+
+    def check(self) -> None:
+        """A cache folder that cannot be one (a file of that name) is a `ConfigError` naming it."""
+        if self.cache_dir is None:
+            return
+        folder = Path(self.cache_dir).expanduser()
+        blocking = next(p for p in (folder, *folder.parents) if p.exists())  # the nearest that exists
+        if not blocking.is_dir():
+            raise ConfigError(f"the text-embedding cache folder {str(folder)!r} cannot be made: {str(blocking)!r} is "
+                              "a file. Set MMTAB_CACHE_DIR (or model.text_embeddings.cache_dir) to a folder, or to "
+                              "null to keep nothing on disk")
 
     def attach(self, net: FusionModel, table: TensorTable, share: ProcessShare | None = None) -> None:
         """With `net`'s text branch frozen, put each row's vector in `table` (``text_embedding``), so

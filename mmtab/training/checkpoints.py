@@ -9,6 +9,7 @@ alone. Lightning's own hyperparameter machinery is off in the CLI (see `mmtab.cl
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,38 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         checkpoint = {**checkpoint, **self.extra}
         write_atomically(path, lambda tmp: torch.save(checkpoint, tmp))
 
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Every ``--ckpt_path`` file is read here: one that is not a checkpoint is one message. (A
+        sharded checkpoint is a folder, which its strategy reads.)"""
+        if Path(path).is_dir():
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        return read_checkpoint(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file's contents, plain values only (`torch.load` with ``weights_only=True``); a file
+    that is not one, is cut short, or holds pickled objects is a `ConfigError` naming it."""
+    where = f"checkpoint {str(path)!r}"
+    if not Path(path).exists():
+        raise ConfigError(f"{where} does not exist (working directory: {Path.cwd()})")
+    if not Path(path).is_file():
+        raise ConfigError(f"{where} is a folder: give the .ckpt file in it that mmtab fit wrote")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower().replace("_", " "):  # torch refused a pickled object
+            raise ConfigError(f"{where} holds pickled Python objects, which loading would run as code; mmtab "
+                              "reads plain values only: use a checkpoint that mmtab fit wrote") from None
+        raise ConfigError(f"{where} cannot be read ({_first_line(error)}): it is not a checkpoint; give a .ckpt "
+                          "file that mmtab fit wrote") from None
+    except (RuntimeError, EOFError, IndexError, ValueError, OSError) as error:
+        raise ConfigError(f"{where} cannot be read ({_first_line(error)}): it is cut short, damaged or not a "
+                          "checkpoint; give a .ckpt file that mmtab fit wrote") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+
 
 def find_run_checkpoint(which: str, root: str | Path) -> tuple[Path, str]:
     """``--ckpt_path best`` or ``last`` in a fresh process: the newest fit's ``last.ckpt`` under `root`
@@ -60,7 +93,7 @@ def find_run_checkpoint(which: str, root: str | Path) -> tuple[Path, str]:
     last = lasts[-1]
     if which == "last":
         return last, f"the newest fit's last checkpoint: {last}"
-    states = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+    states = read_checkpoint(last).get("callbacks", {})
     best = [s for s in states.values() if s.get("best_model_path")]  # a ModelCheckpoint with a monitor
     if not best:
         raise ConfigError(f"--ckpt_path best: {last} records no best checkpoint; give the fit's ModelCheckpoint a "
@@ -85,7 +118,7 @@ def load_checkpoint(path: str | Path) -> tuple[pl.LightningModule, TabularPrepro
 
     from mmtab.data.preprocessing import TabularPreprocessor
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
     state = next((v for k, v in ckpt.items() if isinstance(v, dict) and "preprocessor" in v), None)
     if state is None or MODEL_CONFIG_KEY not in ckpt:
         raise ConfigError(f"{path}: no fitted preprocessor or model config in this checkpoint; it was not written "
@@ -102,7 +135,7 @@ def load_text_branch(net: FusionModel, checkpoint: str) -> None:
     one part of a checkpoint read on its own (``init_from``: a text model fine-tuned first)."""
     if net.text is None:
         raise ConfigError(f"init_from={checkpoint!r}: this model has no text branch to start from it")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = read_checkpoint(checkpoint)
     state = state.get("state_dict", state)
     prefix = "net.text."
     text_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -123,6 +123,8 @@ class MultimodalModule(pl.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.init_from = init_from
         self.text_embeddings = text_embeddings
+        if net.text is not None:
+            text_embeddings.check()  # before any text is encoded, not after
         self.compile_net, self._compiled = compile, False
         self._fit_seed = 0
         self._wrapped_frozen: frozenset[str] = frozenset()  # the frozen set when DDP last wrapped the model
@@ -261,6 +263,23 @@ class MultimodalModule(pl.LightningModule):
             strategy.model = strategy.lightning_module
             strategy.configure_ddp()
             self._wrapped_frozen = self.net.frozen
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Before the weights are loaded: a checkpoint of another model (another config, other data) is
+        one message naming the weights that differ, not PyTorch's list of every mismatch. (A sharded
+        checkpoint's weights were loaded by its strategy already: nothing is left here to compare.)"""
+        theirs = checkpoint.get("state_dict") or {}
+        if not theirs:
+            return
+        own = self.state_dict()
+        differ = [f"{k} is {tuple(theirs[k].shape)} there and {tuple(v.shape)} here" for k, v in own.items()
+                  if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != tuple(v.shape)]
+        differ += [f"{k} is not in it" for k in own if k not in theirs]
+        if differ:
+            more = f" and {len(differ) - 2} more" if len(differ) > 2 else ""
+            raise ConfigError(f"the checkpoint holds another model than this config builds ({'; '.join(differ[:2])}"
+                              f"{more}): use the config it was trained with (config.yaml beside its run's "
+                              "checkpoints)")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         bad = [name for name, p in self.net.named_parameters() if not torch.isfinite(p).all()]
