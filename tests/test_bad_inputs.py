@@ -178,11 +178,8 @@ def test_a_bad_input_ends_in_one_clear_message(case, make, words, rows, tmp_path
     assert case in ERRORS_PAGE and words in ERRORS_PAGE, "docs/errors-and-artifacts.md lists this case and its message"
 
 
-def test_a_predict_file_missing_a_column_is_named_before_predicting(rows, tmp_path):
-    data = csv(rows, tmp_path)
-    assert run_mmtab("fit", f"--config={CONFIG}", f"--data.path={data}", "--trainer.max_epochs=1",
-                     f"--trainer.default_root_dir={tmp_path / 'runs'}", cwd=tmp_path).returncode == 0
-    (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
+def test_a_predict_file_missing_a_column_is_named_before_predicting(rows, fitted, tmp_path):
+    data, ckpt = fitted
     new = csv(rows.drop(columns=["income", "age"]).assign(note="extra columns are fine"), tmp_path, "new.csv")
     before = tree(tmp_path)
     proc = run_mmtab("predict", f"--config={CONFIG}", f"--data.path={data}", f"--ckpt_path={ckpt}",

@@ -227,6 +227,7 @@ def test_weighted_mean_over_processes_has_the_whole_batch_gradient():
     torch.testing.assert_close(sum(grads) / 2, whole)  # DDP averages the processes' gradients
 
 
+@pytest.mark.slow  # two spawned processes for one message (19 s): kept out of the default run for CI's time
 def test_predict_in_several_processes_is_refused_with_one_message(weighted_adult):
     common = [f"--config={ADULT}", f"--data.path={weighted_adult / 'adult.parquet'}", "--trainer.accelerator=cpu"]
     root = weighted_adult / "predict_fit"
