@@ -8,9 +8,12 @@ rather than half a file, and two runs never interleave their bytes in one file.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from mmtab.errors import WriteError
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
@@ -24,9 +27,23 @@ def write_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as error:
+        raise WriteError(_cannot_write(path, error.strerror or str(error))) from error
+    except RuntimeError as error:  # torch's zip writer reports a failed write without its errno
+        if "inline_container" not in str(error) and "file write failed" not in str(error):
+            raise
+        torch_says = str(error).strip().splitlines()[0][:120]
+        raise WriteError(_cannot_write(path, f"the write stopped short; torch: {torch_says}")) from error
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _cannot_write(path: Path, reason: str) -> str:
+    free = shutil.disk_usage(path.parent).free
+    return (f"cannot write {str(path)!r} ({reason}; {free / 2**20:,.0f} MiB free on its disk): nothing was "
+            f"replaced, and the partial file was removed. Free some space there (or raise the file-size limit), "
+            "or write elsewhere (trainer.default_root_dir, --predictions.output)")
 
 
 def remove_stale_temporaries(path: Path) -> list[Path]:

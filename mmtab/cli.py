@@ -33,10 +33,15 @@ from mmtab.cross_validation import run_cross_validation
 from mmtab.data.datamodule import TabularTextDataModule
 from mmtab.diagnostics.lr_finder import LrFinderResult, find_lr
 from mmtab.diagnostics.plots import plot_lr_finder
-from mmtab.embeddings import TextEmbeddings
 from mmtab.errors import ConfigError, MmtabError, StoppedBySignal
 from mmtab.predict import PredictionWriter
-from mmtab.training.checkpoints import MODEL_CONFIG_KEY, AtomicCheckpointIO, find_run_checkpoint, read_checkpoint
+from mmtab.training.checkpoints import (
+    MODEL_CONFIG_KEY,
+    AtomicCheckpointIO,
+    find_run_checkpoint,
+    read_checkpoint,
+    text_branch_state,
+)
 from mmtab.training.module import MultimodalModule
 from mmtab.training.sharding import FSDP1_NAMES, SHARD_THROUGH
 from mmtab.training.threads import Threads
@@ -174,9 +179,9 @@ class MmtabCLI(LightningCLI):
             raise ConfigError("; ".join(f"model.{target} is decided by the data (data.{source}): remove it from the "
                                        "config" for source, target in given))
         check_trainer(config.trainer.accelerator, config.trainer.strategy)
-        model = config.model.get("init_args") or {}
-        if model.get("net") and (model.net.get("init_args") or {}).get("text") is not None:
-            TextEmbeddings(**dict(model.get("text_embeddings") or {})).check()  # here, not wrapped in jsonargparse's
+        init_from = (config.model.get("init_args") or {}).get("init_from")
+        if self.subcommand == "fit" and init_from:
+            text_branch_state(init_from, mmap=True)  # a wrong file is named before the run folder is made
         if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") in ("best", "last"):
             root = config.trainer.default_root_dir or "."
             path, chosen = find_run_checkpoint(config.ckpt_path, root)
@@ -184,6 +189,18 @@ class MmtabCLI(LightningCLI):
             print(f"mmtab: {self.subcommand} with {chosen}")
         if self.subcommand in ("validate", "test", "predict", "lr_find") and config.trainer.logger is None:
             config.trainer.logger = False  # they report on the terminal (or write --predictions.output)
+
+    def instantiate_classes(self) -> None:
+        # A class's own check (a model folder that needs code, a cache folder that is a file) raises an
+        # `MmtabError` in its __init__; jsonargparse reports it inside a dump of every Union subtype it
+        # tried, with the error as the cause: here it is the error alone.
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            cause = mmtab_cause(error)
+            if cause is None:
+                raise
+            raise cause from None
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         # Lightning checks the accelerator, devices and strategy together as the Trainer is built, before
@@ -205,6 +222,17 @@ class MmtabCLI(LightningCLI):
             # Lightning adds the `predictions` writer to every subcommand's trainer; it acts in predict
             # only, and elsewhere each training step would call it at every hook (tens of microseconds).
             self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, PredictionWriter)]
+
+
+def mmtab_cause(error: BaseException) -> MmtabError | None:
+    """The `MmtabError` an error was raised from (its cause, or its cause's cause, ...), if any."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, MmtabError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 class _DropNoise(logging.Filter):

@@ -67,13 +67,19 @@ def run_cross_validation(args: list[str]) -> dict:
         rows = dm.with_every_column("test")
         predictions.append(predict_frame(cli.model, dm.preprocessor, rows).assign(fold=fold))
         print(f"fold {fold}: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(results[-1].items())))
+    # a metric a fold cannot define (a class with no rows in its test split) is nan there: the summary is
+    # over the folds that define it, and says how many do
+    defined = {k: [r[k] for r in results if not np.isnan(r[k])] for k in results[0]}
     summary = {"folds": folds, "per_fold": results,
-               "mean": {k: float(np.mean([r[k] for r in results])) for k in results[0]},
-               "std": {k: float(np.std([r[k] for r in results], ddof=1)) for k in results[0]}}
+               "mean": {k: float(np.mean(v)) if v else float("nan") for k, v in defined.items()},
+               "std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan") for k, v in defined.items()},
+               "defined_in_folds": {k: len(v) for k, v in defined.items()}}
     oof = write_table(pd.concat(predictions).sort_index(), out / "oof_predictions.csv")
     (out / "cv.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"mmtab cv over {folds} folds (mean +- std of the test folds):")
     for k in sorted(summary["mean"]):
-        print(f"  {k}: {summary['mean'][k]:.4f} +- {summary['std'][k]:.4f}")
+        n = summary["defined_in_folds"][k]
+        print(f"  {k}: {summary['mean'][k]:.4f} +- {summary['std'][k]:.4f}"
+              + (f" (defined in {n} of {folds} folds)" if n < folds else ""))
     print(f"wrote {out / 'cv.json'} and the out-of-fold predictions, {oof}")
     return summary

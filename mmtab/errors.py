@@ -38,6 +38,13 @@ class ConfigError(MmtabError, ValueError):
     """A setting, file or path that cannot work as given."""
 
 
+class WriteError(MmtabError, OSError):
+    """A file mmtab writes could not be written (a full disk, a size limit, no permission): nothing was
+    replaced; the message names the file and the reason."""
+
+    exit_code = 1  # the machine's state, not a mistake in what the user gave
+
+
 class NonFiniteLossError(MmtabError, RuntimeError):
     """Training produced a NaN or infinite loss; the message names the step and the rows."""
 

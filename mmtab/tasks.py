@@ -83,6 +83,12 @@ class Task:
         quadratic weighted kappa (``qwk``) of the predicted classes."""
         raise NotImplementedError
 
+    def undefined_metrics(self, class_counts: Sequence[int]) -> list[str]:
+        """The metrics (names as `metrics` gives them) that rows with these counts per class cannot
+        define: an AUROC with one class present, a macro average over a class that is absent. Such a
+        metric is reported as undefined (nan), never as the 0 its formula falls back to."""
+        return []
+
     def _unordered(self, ordered: bool) -> None:
         if ordered:
             raise ConfigError(f"model.ordered_classes: a {self.name} target has no classes to order; it is for "
@@ -146,6 +152,13 @@ class _Classification(Task):
         return columns
 
 
+def _absent_class_metrics(class_counts: Sequence[int], every_class: tuple[str, ...]) -> list[str]:
+    """`every_class`: the metrics that need each class present; ``qwk`` needs two classes."""
+    present = sum(1 for count in class_counts if count > 0)
+    undefined = list(every_class) if present < len(class_counts) else []
+    return undefined + (["qwk"] if present < 2 else [])
+
+
 class BinaryTask(_Classification):
     """Two classes: cross-entropy over two logits; accuracy, AUROC and F1 of the second class."""
 
@@ -166,6 +179,11 @@ class BinaryTask(_Classification):
     def metric_inputs(self, output: Tensor) -> Tensor:
         return self.activate(output)[:, 1]  # P(second class)
 
+    def undefined_metrics(self, class_counts: Sequence[int]) -> list[str]:
+        # F1 of the second class is defined without first-class rows (precision and recall are)
+        needs_second = ["f1"] if class_counts[1] == 0 else []
+        return _absent_class_metrics(class_counts, ("auroc",)) + needs_second
+
 
 class MulticlassTask(_Classification):
     """Three or more classes: cross-entropy; accuracy (micro), AUROC and F1 (both macro-averaged); with
@@ -178,6 +196,9 @@ class MulticlassTask(_Classification):
         ordered_metrics = {"qwk": MulticlassCohenKappa(n_outputs, weights="quadratic")} if ordered else {}
         return MetricCollection({**ordered_metrics, "accuracy": MulticlassAccuracy(n_outputs, average="micro"),
                                  "auroc": MulticlassAUROC(n_outputs), "f1": MulticlassF1Score(n_outputs)})
+
+    def undefined_metrics(self, class_counts: Sequence[int]) -> list[str]:
+        return _absent_class_metrics(class_counts, ("auroc", "f1"))
 
 
 class OrdinalTask(_Classification):
@@ -233,6 +254,9 @@ class OrdinalTask(_Classification):
 
     def predicted_class(self, probabilities: np.ndarray) -> np.ndarray:
         return self.median(probabilities).numpy()
+
+    def undefined_metrics(self, class_counts: Sequence[int]) -> list[str]:
+        return _absent_class_metrics(class_counts, ())
 
 
 class _ClassStepError(MeanAbsoluteError):

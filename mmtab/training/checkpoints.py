@@ -10,6 +10,7 @@ alone. Lightning's own hyperparameter machinery is off in the CLI (see `mmtab.cl
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,16 +54,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """A checkpoint file's contents, plain values only (`torch.load` with ``weights_only=True``); a file
-    that is not one, is cut short, or holds pickled objects is a `ConfigError` naming it."""
+    that is not one, is cut short, or holds pickled objects is a `ConfigError` naming it. `mmap` maps
+    the tensors instead of reading them: a check of the file costs little more than its index."""
     where = f"checkpoint {str(path)!r}"
     if not Path(path).exists():
         raise ConfigError(f"{where} does not exist (working directory: {Path.cwd()})")
     if not Path(path).is_file():
         raise ConfigError(f"{where} is a folder: give the .ckpt file in it that mmtab fit wrote")
+    if mmap and not zipfile.is_zipfile(path):  # torch maps only its zip format, and says so cryptically
+        raise ConfigError(f"{where} cannot be read (it is not the zip archive torch.save writes): it is cut short, "
+                          "damaged or not a checkpoint; give a .ckpt file that mmtab fit wrote")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         if "weights only" in str(error).lower().replace("_", " "):  # torch refused a pickled object
             raise ConfigError(f"{where} holds pickled Python objects, which loading would run as code; mmtab "
@@ -130,17 +135,25 @@ def load_checkpoint(path: str | Path) -> tuple[pl.LightningModule, TabularPrepro
     return module.eval(), TabularPreprocessor.from_state_dict(state["preprocessor"])
 
 
+def text_branch_state(checkpoint: str, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The text branch's tensors in a checkpoint (``init_from``); a file without them is a `ConfigError`.
+    The CLI calls it with `mmap` before a fit makes its run folder, so a wrong file is named first."""
+    state = read_checkpoint(checkpoint, mmap=mmap)
+    state = state.get("state_dict", state)
+    prefix = "net.text."
+    text_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not text_state:
+        raise ConfigError(f"init_from={checkpoint!r} has no text branch weights (no '{prefix}*' keys): give the "
+                          "checkpoint of a fit with a text branch (such as configs/reviews_text.yaml's)")
+    return text_state
+
+
 def load_text_branch(net: FusionModel, checkpoint: str) -> None:
     """Copy the text branch of a checkpoint into `net.text`, naming any key that does not match: the
     one part of a checkpoint read on its own (``init_from``: a text model fine-tuned first)."""
     if net.text is None:
         raise ConfigError(f"init_from={checkpoint!r}: this model has no text branch to start from it")
-    state = read_checkpoint(checkpoint)
-    state = state.get("state_dict", state)
-    prefix = "net.text."
-    text_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not text_state:
-        raise ConfigError(f"init_from={checkpoint!r} has no text branch weights (no '{prefix}*' keys)")
+    text_state = text_branch_state(checkpoint)
     result = net.text.load_state_dict(text_state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ConfigError(f"init_from={checkpoint!r} does not fit this text branch: missing keys "

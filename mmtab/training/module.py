@@ -6,6 +6,7 @@ in ``configure_optimizers`` and checked again at fit start; the table of groups 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -14,7 +15,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric
@@ -37,6 +38,8 @@ from mmtab.training.param_groups import (
 )
 from mmtab.training.schedule import OneCycle, check_resumed_schedule
 from mmtab.training.sharding import check_strategy, shard, share_buffers
+
+log = logging.getLogger("mmtab")
 
 
 class MultimodalModule(pl.LightningModule):
@@ -128,6 +131,7 @@ class MultimodalModule(pl.LightningModule):
         self.compile_net, self._compiled = compile, False
         self._fit_seed = 0
         self._wrapped_frozen: frozenset[str] = frozenset()  # the frozen set when DDP last wrapped the model
+        self._undefined: dict[str, list[str]] = {}  # per stage: the metrics its rows cannot define
 
     def setup(self, stage: str) -> None:
         # `setup` runs before Lightning restores a checkpoint (`ckpt_path`), so a resumed run keeps its
@@ -188,8 +192,40 @@ class MultimodalModule(pl.LightningModule):
         metrics.update(self.in_target_units(self.task.metric_inputs(output.detach())),
                        self.in_target_units(batch["target"]))
         self.log(f"{stage}_loss", mean_loss, on_epoch=True, prog_bar=True)
-        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
+        undefined = self._undefined.get(stage, ())
+        self.log_dict({name: metric for name, metric in metrics.items() if name not in undefined}
+                      if undefined else metrics, on_epoch=True, prog_bar=stage == "val")
         return loss
+
+    def _mark_undefined(self, stage: str, split: str) -> None:
+        """Find the metrics this split's rows cannot define (a class with no rows in it), once per
+        split, and say so; they are logged as nan at each epoch's end (`_log_undefined`)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage in self._undefined or not self.task.classification or not hasattr(datamodule, "table"):
+            return
+        classes = list(datamodule.preprocessor.classes)
+        target = datamodule.table(split).tensors.get("target")
+        if target is None or not classes:
+            return
+        counts = torch.bincount(target.long(), minlength=len(classes)).tolist()
+        names = [f"{stage}_{name}" for name in self.task.undefined_metrics(counts)]
+        self._undefined[stage] = names
+        if names:
+            absent = ", ".join(repr(c) for c, n in zip(classes, counts, strict=True) if n == 0)
+            rank_zero_warn(
+                f"mmtab: warning: the {split} split ({len(target)} rows) has no rows of class {absent}: "
+                f"{', '.join(names)} cannot be measured on it and are reported as nan, never as a score. Give "
+                f"that class more rows, or judge the run by {stage}_loss and the metrics that remain")
+
+    def _log_undefined(self, stage: str) -> None:
+        for name in self._undefined.get(stage, ()):
+            self.log(name, float("nan"), prog_bar=stage == "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_undefined("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_undefined("test")
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
@@ -225,7 +261,9 @@ class MultimodalModule(pl.LightningModule):
         if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return  # `validate` prints its own table
         shown = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val_")}
-        rank_zero_info(f"epoch {self.current_epoch}: " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
+        rank_zero_info(f"epoch {self.current_epoch}: " + "  ".join(
+            f"{k}=undefined" if k in self._undefined.get("val", ()) else f"{k}={v:.4f}"
+            for k, v in sorted(shown.items())))
 
     def in_target_units(self, values: Tensor) -> Tensor:
         """Standardised regression values -> the target's units (anything else passes through)."""
@@ -307,11 +345,13 @@ class MultimodalModule(pl.LightningModule):
     # starts, not per batch: each epoch then costs about what the tabular branch and the head cost.
     def on_validation_start(self) -> None:
         share_buffers(self.net)
+        self._mark_undefined("val", "valid")
         if self.trainer.state.fn != "fit":  # in fit, on_fit_start did it
             self._attach_text_embeddings("valid")
 
     def on_test_start(self) -> None:
         share_buffers(self.net)
+        self._mark_undefined("test", "test")
         self._attach_text_embeddings("test")
 
     def on_predict_start(self) -> None:
@@ -328,6 +368,12 @@ class MultimodalModule(pl.LightningModule):
                  if self.trainer.world_size > 1 else None)
         for split in splits:
             self.text_embeddings.attach(self.net, datamodule.table(split), share)
+
+
+def rank_zero_warn(message: str) -> None:
+    """A warning line from the first process only (each process sees the same split)."""
+    if rank_zero_only.rank == 0:
+        log.warning(message)
 
 
 def check_text_model(net: FusionModel, datamodule: object) -> None:
