@@ -34,6 +34,7 @@ from mmtab.data.datamodule import TabularTextDataModule
 from mmtab.diagnostics.lr_finder import LrFinderResult, find_lr
 from mmtab.diagnostics.plots import plot_lr_finder
 from mmtab.errors import ConfigError, MmtabError, StoppedBySignal
+from mmtab.init_config import fit_without_config, run_init
 from mmtab.predict import PredictionWriter
 from mmtab.training.checkpoints import (
     MODEL_CONFIG_KEY,
@@ -288,6 +289,12 @@ def main(args: list[str] | None = None) -> None:
         if args[:1] == ["cv"]:  # k runs of fit and test, each an ordinary run (mmtab.cross_validation)
             run_cross_validation(args[1:])
             return
+        if args[:1] == ["init"]:  # a config for a new table, its columns' roles decided (mmtab.init_config)
+            run_init(args[1:])
+            return
+        if args[:1] == ["fit"] and not any(a.startswith(("--config", "-c")) for a in args) and any(
+                a.startswith("--data.path") for a in args):
+            args = ["fit", *fit_without_config(args[1:])]
         MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True,
                  save_config_kwargs={"overwrite": False}, args=args)
     except MmtabError as error:

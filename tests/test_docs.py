@@ -20,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +63,9 @@ PYTHON = blocks("python")
 BASH = blocks("bash")
 YAML = blocks("yaml")
 MMTAB = [(where, args) for where, _, code in BASH for c in commands(code) if (args := mmtab_args(c)) is not None]
+# configs an `mmtab init` line of a page writes: a later line's --config names them (the run test runs both)
+WRITTEN = {a.split("=", 1)[1] if "=" in a else args[i + 1] for _, args in MMTAB if args[0] == "init"
+           for i, a in enumerate(args) if a.split("=")[0] == "--output"}
 
 
 def test_the_pages_have_examples():
@@ -103,9 +107,34 @@ def print_config(args: list[str]) -> str:
     return out.getvalue()
 
 
+def init_config_of(args: list[str]) -> str:
+    """The config the page's `mmtab init` line writes (written here to a temporary file) for `args`."""
+    import tempfile
+
+    from mmtab.init_config import config_text, decide, parse
+
+    (init,) = [a for _, a in MMTAB if a[0] == "init" and any(w in args or f"--config={w}" in args
+                                                               for w in (x.split("=", 1)[-1] for x in a))]
+    ns = parse(init[1:], "mmtab init")
+    path = Path(tempfile.mkdtemp()) / Path(ns.output).name
+    path.write_text(config_text(decide(ns.path, ns.target, ns.task), ns.path, ns.target, path.stem, ns.text_model))
+    return str(path)
+
+
 @pytest.mark.parametrize("where,args", MMTAB, ids=[f"{w}:{a[0]}" for w, a in MMTAB])
 def test_mmtab_command_parses(where, args, monkeypatch):
+    from mmtab.init_config import fit_without_config, parse
+
     monkeypatch.chdir(ROOT)
+    if args[0] == "init":  # its own options; the table it names must be there
+        assert (ROOT / parse(args[1:], "mmtab init").path).is_file(), where
+        return
+    if any(a in WRITTEN or a.split("=", 1)[-1] in WRITTEN for a in args[1:]):
+        config = init_config_of(args)
+        args = [a if a not in WRITTEN and a.split("=", 1)[-1] not in WRITTEN else a.replace(a.split("=", 1)[-1], config)
+                for a in args]
+    if args[0] == "fit" and not any(a.startswith(("--config", "-c")) for a in args):
+        args = ["fit", *fit_without_config(args[1:])]  # the config it decides, given inline
     assert "model:" in print_config(args), where
 
 
