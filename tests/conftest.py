@@ -10,6 +10,11 @@ from pathlib import Path
 # Frozen-encoder vectors go to a cache folder of the test session's own (CLI runs in subprocesses
 # inherit it), never to the user's ~/.cache/mmtab.
 os.environ["MMTAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmtab-test-cache-")
+# Under pytest-xdist (the README's test command runs two workers) the workers share the cores: each,
+# and the CLI runs it starts, keeps one intra-op thread, fixed, so a test that compares two runs bit
+# for bit compares runs at the same thread count whatever the other worker is doing.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import lightning.pytorch as pl
 import numpy as np
@@ -130,6 +135,6 @@ def fusion_module(dm: TabularTextDataModule, *, tabular: bool = True, text: bool
 
     net = FusionModel(n_outputs=dm.n_outputs,
                       tabular=TabularMLP(**dm.tabular_dims, layers=[16]) if tabular else None,
-                      text=TextEncoder(pretrained=dm.text_model) if text else None,
+                      text=TextEncoder(pretrained=dm.text_model, columns=dm.text_slots) if text else None,
                       fusion=fusion or ConcatFusion, head_layers=[16])
     return MultimodalModule(net, task=dm.fitted_task, **{"lr": 3e-3, **kwargs})

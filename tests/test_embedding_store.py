@@ -243,8 +243,8 @@ def test_a_frozen_fit_embeds_each_table_once_and_a_second_fit_encodes_nothing(ti
         trainer.fit(module, dm)
         results.append((counted.rows, {k: float(v) for k, v in trainer.callback_metrics.items()}))
     (cold_rows, cold), (warm_rows, warm) = results
-    distinct = len(set(map(tuple, dm.table("train").tensors["input_ids"].tolist())) |
-                   set(map(tuple, dm.table("valid").tensors["input_ids"].tolist())))
+    texts = [dm.table(split).tensors["input_ids"].flatten(0, 1).tolist() for split in ("train", "valid")]  # a text
+    distinct = len(set(map(tuple, texts[0])) | set(map(tuple, texts[1])))  # per column: Title and Review Text
     assert cold_rows <= distinct + 2 * PROBE_ROWS  # every distinct text once (and a bf16 probe at most)
     assert warm_rows == 0 and warm == cold
 

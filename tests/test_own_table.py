@@ -130,3 +130,26 @@ def test_fit_without_a_config_decides_the_same_roles_and_saves_the_config_it_ran
                         "--trainer.default_root_dir=runs_cal", cwd=tables)
     assert predict.returncode == 0, predict.stderr[-2000:]
     assert "prediction" in pd.read_csv(tables / "cal.csv").columns
+
+
+def test_a_table_written_as_an_export_writes_it_goes_through_init_fit_and_predict(tiny_bert, tmp_path):
+    """benchmarks/new_table_case.py: a date and a price written as text, an age with its unit, an id, two
+    texts, a yes/no target, a leak and a split column (800 of its rows, to keep the test short)."""
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "new_table_case.py"), "--output", "all.csv"],
+                   check=True, cwd=tmp_path, capture_output=True)
+    pd.read_csv(tmp_path / "all.csv").sample(800, random_state=0).to_csv(tmp_path / "listings.csv", index=False)
+    init = run_mmtab("init", "--data.path=listings.csv", "--data.target=recommended", "--output=listings.yaml",
+                     f"--data.text_model={tiny_bert}", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr[-2000:]
+    data = yaml.safe_load((tmp_path / "listings.yaml").read_text())["data"]
+    assert data["date_cols"] == ["posted"] and {"price", "age"} <= set(data["continuous_cols"])
+    assert data["text_cols"] == ["Title", "Review Text"] and data["split_col"] == "split"
+    assert "listing_id" not in str(data) and "may be a leak" in init.stderr and "'Rating'" in init.stderr
+    fit = run_mmtab("fit", "--config=listings.yaml", "--trainer.max_epochs=2", cwd=tmp_path)
+    out = fit.stdout + fit.stderr
+    assert fit.returncode == 0 and "epoch 1: val_" in out, out[-2000:]
+    assert "cont price: " in out and "numbers written as text" in out and "posted.month" in out
+    predict = run_mmtab("predict", "--config=listings.yaml", "--ckpt_path=best", "--predictions.output=out.csv",
+                        cwd=tmp_path)
+    assert predict.returncode == 0, predict.stderr[-2000:]
+    assert {"listing_id", "prob_yes"} <= set(pd.read_csv(tmp_path / "out.csv").columns)  # ids join back

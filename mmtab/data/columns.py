@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mmtab.data.values import date_part_names, to_dates, to_numbers
 from mmtab.errors import MAX_ROWS_SHOWN, DataValidationError
 
 
@@ -23,10 +24,20 @@ class ColumnSpec:
     continuous: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     weight: str | None = None
+    date: list[str] = field(default_factory=list)
 
     @property
     def feature_columns(self) -> list[str]:
-        return [*self.categorical, *self.continuous, *self.text]
+        return [*self.categorical, *self.continuous, *self.text, *self.date]
+
+    def expanded(self) -> ColumnSpec:
+        """The spec the model's inputs follow: each date column as its parts (`with_date_parts`), its
+        days a continuous input and its month and weekday categorical ones."""
+        parts = [date_part_names(col) for col in self.date]
+        return ColumnSpec(target=self.target, categorical=[*self.categorical, *(p[k] for p in parts
+                                                                                for k in ("month", "weekday"))],
+                          continuous=[*self.continuous, *(p["days"] for p in parts)], text=list(self.text),
+                          weight=self.weight)
 
     def columns(self, *, labelled: bool = True) -> list[str]:
         """The columns a table needs: the features, and with `labelled` the target and weight."""
@@ -36,7 +47,7 @@ class ColumnSpec:
         """Problems with the spec itself (no data needed)."""
         problems: list[str] = []
         roles = {"target": [self.target], "categorical_cols": self.categorical,
-                 "continuous_cols": self.continuous, "text_cols": self.text,
+                 "continuous_cols": self.continuous, "text_cols": self.text, "date_cols": self.date,
                  "weight_col": [self.weight] if self.weight else []}
         seen: dict[str, str] = {}
         for role, cols in roles.items():
@@ -45,7 +56,8 @@ class ColumnSpec:
                     problems.append(f"column {col!r} is listed in both {seen[col]} and {role}: give it one role")
                 seen[col] = role
         if not self.feature_columns:
-            problems.append("no feature columns: list at least one of categorical_cols, continuous_cols, text_cols")
+            problems.append("no feature columns: list at least one of categorical_cols, continuous_cols, text_cols, "
+                            "date_cols")
         return problems
 
     def validate(self, df: pd.DataFrame, *, where: str, labelled: bool = True) -> None:
@@ -69,6 +81,12 @@ class ColumnSpec:
         for col in (c for c in self.continuous if c in present):
             problems += _numeric_problems(df, col, "continuous_cols",
                                           "convert it to numbers or list it under categorical_cols")
+        for col in (c for c in self.date if c in present):
+            not_dates = df[col].notna() & to_dates(df[col]).isna()
+            if not_dates.any():
+                problems.append(f"column {col!r} in date_cols has values that are not dates "
+                                f"({_examples(df[col], not_dates)}): fix them, leave them empty, or list the column "
+                                "under categorical_cols")
         if labelled and self.target in present:
             bad = _first_rows(df[self.target].isna())
             if bad:
@@ -80,7 +98,8 @@ class ColumnSpec:
 
 
 def _weight_problems(df: pd.DataFrame, col: str) -> list[str]:
-    numeric = _numeric_problems(df, col, "weight_col", "weights must be numbers >= 0", check_inf=False)
+    numeric = _numeric_problems(df, col, "weight_col", "weights must be numbers >= 0", check_inf=False,
+                                numbers_as_text=False)
     if numeric:
         return numeric
     w = pd.to_numeric(df[col]).astype("float64")
@@ -98,12 +117,14 @@ def _weight_problems(df: pd.DataFrame, col: str) -> list[str]:
     return problems
 
 
-def _numeric_problems(df: pd.DataFrame, col: str, role: str, fix: str, *, check_inf: bool = True) -> list[str]:
-    """Strings that are not numbers, and infinities (which would turn every loss into NaN)."""
+def _numeric_problems(df: pd.DataFrame, col: str, role: str, fix: str, *, check_inf: bool = True,
+                      numbers_as_text: bool = True) -> list[str]:
+    """Strings that are not numbers (`numbers_as_text`: read as `to_numbers` reads them), and
+    infinities (which would turn every loss into NaN)."""
     s = df[col]
     if pd.api.types.is_bool_dtype(s):
         return []
-    converted = s if pd.api.types.is_numeric_dtype(s) else pd.to_numeric(s, errors="coerce")
+    converted = to_numbers(s) if numbers_as_text else pd.to_numeric(s, errors="coerce")
     not_numbers = s.notna() & converted.isna()
     if not_numbers.any():
         return [f"column {col!r} in {role} has non-numeric values ({_examples(s, not_numbers)}): {fix}"]

@@ -26,6 +26,7 @@ from mmtab.data.splits import check_folds, fold_of_rows, split_by_column, strati
 from mmtab.data.tables import read_table, separator_hint
 from mmtab.data.target import TargetDecision, decide_target
 from mmtab.data.tokenization import is_text
+from mmtab.data.values import to_numbers
 from mmtab.errors import DataValidationError, first_values
 from mmtab.tasks import TaskName, get_task, infer_task
 
@@ -43,6 +44,8 @@ class TabularTextDataModule(pl.LightningDataModule):
         categorical_cols: columns whose values are categories (any dtype).
         continuous_cols: numeric columns; missing values are filled with the training median.
         text_cols: free-text columns (for a model with a text branch).
+        date_cols: dates or timestamps (any form pandas reads: ``2024-03-01``, ``01/03/2024 14:00``),
+            each read as its days since 1970 (a number) and its month and weekday (categories).
         weight_col: optional per-sample weight (>= 0) used in the training and validation loss.
         task: binary, multiclass, ordinal or regression; inferred from the target when not given
             (never ordinal: say so for ordered classes).
@@ -81,6 +84,9 @@ class TabularTextDataModule(pl.LightningDataModule):
             with content), and the BatchNorm layers of the head and the tabular branch learn
             statistics that validation batches do not have. With a frozen, cached encoder there is
             no padding to save, so turn it off (docs/text-and-fusion.md has what it cost on the reviews).
+        join_text: several text columns are joined into one text (each value after its column's name)
+            with one vector; false gives each column its own text and its own vector from the one
+            encoder, side by side (docs/text-and-fusion.md has both measured on the reviews).
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         categorical_cols: list[str] | None = None,
         continuous_cols: list[str] | None = None,
         text_cols: list[str] | None = None,
+        date_cols: list[str] | None = None,
         weight_col: str | None = None,
         task: TaskName | None = None,
         valid_pct: float | None = None,
@@ -108,6 +115,7 @@ class TabularTextDataModule(pl.LightningDataModule):
         target_transform: TargetTransform = _DEFAULTS.target_transform,
         numeric_scaling: ScalingName | dict[str, list[str]] = _DEFAULTS.numeric_scaling,
         length_buckets: bool = True,
+        join_text: bool = _DEFAULTS.join_text,
     ) -> None:
         super().__init__()
         valid_pct = validation_choice(valid_pct, split_col, valid_path)
@@ -115,14 +123,14 @@ class TabularTextDataModule(pl.LightningDataModule):
         self.folds, self.fold = folds, fold
         self.spec = ColumnSpec(target=target, categorical=list(categorical_cols or []),
                                continuous=list(continuous_cols or []), text=list(text_cols or []),
-                               weight=weight_col)
+                               weight=weight_col, date=list(date_cols or []))
         self.path, self.valid_path, self.test_path, self.predict_path = path, valid_path, test_path, predict_path
         self.task, self.valid_pct, self.seed, self.split_col = task, valid_pct, seed, split_col
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or 4 * batch_size
         self.options = PreprocessingOptions(min_category_count=min_category_count, text_model=text_model,
                                             max_length=max_length, target_transform=target_transform,
-                                            numeric_scaling=numeric_scaling)
+                                            numeric_scaling=numeric_scaling, join_text=join_text)
         self.options.check(self.spec)  # a wrong setting stops the run before any data is read
         self.length_buckets = length_buckets
         self._frames: dict[str, pd.DataFrame] | None = None
@@ -192,7 +200,7 @@ class TabularTextDataModule(pl.LightningDataModule):
                 notes.append(f"categorical column {col!r} has one value in every training row "
                              f"({train[col].iloc[0]!r}): it cannot help the model")
         for col in self.spec.continuous:
-            if pd.to_numeric(train[col]).nunique(dropna=False) == 1:
+            if to_numbers(train[col]).nunique(dropna=False) == 1:
                 notes.append(f"continuous column {col!r} is constant in the training rows ({train[col].iloc[0]!r}): "
                              "it cannot help the model")
         for col in self.spec.text:
@@ -238,6 +246,12 @@ class TabularTextDataModule(pl.LightningDataModule):
     def text_model(self) -> str | None:
         """The text model (linked into the model's text branch by the CLI)."""
         return self.options.text_model
+
+    @property
+    def text_slots(self) -> int:
+        """Vectors per row of the text branch: 1 for the text columns joined, else one per column
+        (linked into the model's text branch by the CLI)."""
+        return 1 if self.options.join_text else max(len(self.spec.text), 1)  # one column is one text either way
 
     @property
     def tabular_dims(self) -> dict[str, Any]:

@@ -143,6 +143,6 @@ def trim_to_longest(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Cut the padded token columns to the batch's longest row: (B, max_length) -> (B, longest)."""
     if "lengths" in batch:
         longest = max(int(batch["lengths"].max()), 1) if len(batch["lengths"]) else 1
-        batch["input_ids"] = batch["input_ids"][:, :longest]
-        batch["attention_mask"] = batch["attention_mask"][:, :longest]
+        batch["input_ids"] = batch["input_ids"][..., :longest]  # (B, T) or, a text per column, (B, C, T)
+        batch["attention_mask"] = batch["attention_mask"][..., :longest]
     return batch

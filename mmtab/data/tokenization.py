@@ -2,10 +2,13 @@
 
 Several text columns are joined into one text that keeps each column's name, so the encoder can
 tell a title from a review body: ``"Title: Love it | Review Text: Fits well"`` (columns whose value
-is missing are left out). A row with no text in any column is not the same as an empty review: it
-gets ``has_text = 0`` and the text branch replaces its pooled vector by a learned "no text" vector.
-Ids are stored padded to the longest row (at most `max_length`) with each row's length; batches
-are trimmed to their own longest row by the loader.
+is missing are left out). Or, with ``join=False``, each column is tokenised on its own (ids of shape
+(rows, columns, tokens)), so that the text branch makes one vector per column and a short, noisy
+column does not share a token window with a long one. A row (or, separate, a column of a row) with no
+text is not the same as an empty review: it gets ``has_text = 0`` and the text branch replaces its
+pooled vector by a learned "no text" vector. Ids are stored padded to the longest row (at most
+`max_length`) with each row's length (its longest column's); batches are trimmed to their own
+longest row by the loader.
 """
 
 from __future__ import annotations
@@ -63,10 +66,20 @@ class TextTokenizer:
         if not self.tokenizer.is_fast:
             raise ConfigError(f"text model {pretrained!r} has no fast tokenizer; mmtab needs one")
 
-    def __call__(self, frame: pd.DataFrame, columns: list[str]) -> dict[str, torch.Tensor]:
-        texts, has_text = join_text_columns(frame, columns)
+    def __call__(self, frame: pd.DataFrame, columns: list[str], *, join: bool = True) -> dict[str, torch.Tensor]:
+        if join:
+            texts, has_text = join_text_columns(frame, columns)
+            enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding="longest",
+                                 return_tensors="pt")
+            mask = enc["attention_mask"]
+            return {"input_ids": enc["input_ids"], "attention_mask": mask, "lengths": mask.sum(dim=1),
+                    "has_text": torch.from_numpy(has_text)}
+        present = np.stack([is_text(frame[col]).to_numpy() for col in columns], axis=1)  # (N, C)
+        texts = [text for col in columns for text in frame[col].where(is_text(frame[col]), "").astype(str)]
         enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding="longest",
                              return_tensors="pt")
-        mask = enc["attention_mask"]
-        return {"input_ids": enc["input_ids"], "attention_mask": mask, "lengths": mask.sum(dim=1),
-                "has_text": torch.from_numpy(has_text)}
+        n, width = len(frame), enc["input_ids"].shape[1]
+        ids = enc["input_ids"].view(len(columns), n, width).transpose(0, 1).contiguous()  # (N, C, T)
+        mask = enc["attention_mask"].view(len(columns), n, width).transpose(0, 1).contiguous()
+        return {"input_ids": ids, "attention_mask": mask, "lengths": mask.sum(dim=2).amax(dim=1),
+                "has_text": torch.from_numpy(present)}

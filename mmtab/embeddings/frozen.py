@@ -63,7 +63,7 @@ class FrozenEncoder:
 
     def __init__(self, text: TextEncoder, precision: Precision = "auto") -> None:
         self.text = text
-        self.width = text.out_features
+        self.width = text.pooling.out_features  # one text's vector (a row with a text per column has several)
         self.precision = precision
         self._keys: dict[str, str] = {}
         self._bf16: nn.Module | None = None  # a bf16 copy of the encoder while this source is in use

@@ -78,7 +78,9 @@ class TextEmbeddings:
         if net.text is None or "text" not in net.frozen:
             return
         ids, mask = table.tensors["input_ids"], table.tensors["attention_mask"]
-        table.put("text_embedding", self.embed(net.text, ids, mask, share))
+        # a text per column: every column's texts are rows of one pass (and of one cache), side by side after
+        vectors = self.embed(net.text, ids.flatten(0, ids.ndim - 2), mask.flatten(0, mask.ndim - 2), share)
+        table.put("text_embedding", vectors.view(len(ids), -1))
 
     def embed(self, text: TextEncoder, input_ids: Tensor, attention_mask: Tensor,
               share: ProcessShare | None = None) -> Tensor:

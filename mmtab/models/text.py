@@ -22,6 +22,10 @@ class TextEncoder(nn.Module):
             `ClsPooling`, or any class with their signature.
         trust_remote_code: run Python code that ships with the model (some hub models need it). Off
             unless a config turns it on: it executes whatever the model's files contain.
+        columns: how many texts a row has, each encoded on its own by the one encoder and pooled to
+            its own vector, the vectors side by side (``out_features`` = columns x the pooling's
+            width). None or 1: one text (several text columns joined). Under the CLI it is linked
+            from the data (``data.join_text``).
 
     Two ways in: ``forward`` encodes a batch (training the encoder, or any time); while the owner
     holds the encoder frozen and the batch carries ``text_embedding`` (vectors computed once per
@@ -32,7 +36,7 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(self, *, pretrained: str, pooling: PoolingFactory = MeanPooling,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, columns: int | None = None) -> None:
         super().__init__()
         from transformers import AutoModel
 
@@ -45,11 +49,15 @@ class TextEncoder(nn.Module):
             # weights that never get a gradient would make data-parallel training wait for them forever
             self.encoder.pooler = None
         self.pooling = pooling(self.encoder.config.hidden_size)
-        self.out_features: int = self.pooling.out_features
-        self.no_text = nn.Parameter(torch.zeros(self.out_features))
+        self.columns = columns or 1
+        self.out_features: int = self.pooling.out_features * self.columns
+        self.no_text = nn.Parameter(torch.zeros(self.pooling.out_features))  # one per column's slot, shared
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, T) ids and mask -> (B, out_features) pooled."""
+        """(B, T) ids and mask -> (B, pooled width); (B, C, T), a text per column -> (B, C x pooled width)."""
+        if input_ids.ndim == 3:
+            rows = len(input_ids)
+            return self.encode(input_ids.flatten(0, 1), attention_mask.flatten(0, 1)).view(rows, -1)
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         return self.pooling(hidden, attention_mask)
 
@@ -60,8 +68,9 @@ class TextEncoder(nn.Module):
             pooled = batch["text_embedding"]
         else:
             pooled = self.encode(batch["input_ids"], batch["attention_mask"])
-        has_text = batch["has_text"].unsqueeze(-1)  # (B, 1)
-        return torch.where(has_text, pooled, self.no_text.to(pooled.dtype))
+        has_text = batch["has_text"].view(len(pooled), -1, 1)  # (B, 1, 1) or (B, C, 1)
+        slots = pooled.view(len(pooled), has_text.shape[1], -1)  # (B, 1 or C, pooled width)
+        return torch.where(has_text, slots, self.no_text.to(pooled.dtype)).flatten(1)
 
 
 def encoder_blocks(encoder: nn.Module) -> dict[str, nn.Module]:

@@ -385,6 +385,11 @@ def check_text_model(net: FusionModel, datamodule: object) -> None:
     if resolve_pretrained(net.text.pretrained) != resolve_pretrained(data_model):
         raise ConfigError(f"the text branch is {net.text.pretrained!r} but the data is tokenised for {data_model!r}: "
                          "name one text model for both (data.text_model under the CLI)")
+    slots = getattr(datamodule, "text_slots", net.text.columns)
+    if slots != net.text.columns:
+        raise ConfigError(f"the data gives {slots} text(s) per row (data.join_text is "
+                          f"{str(datamodule.options.join_text).lower()}) and the text branch is built for "
+                          f"{net.text.columns}: build it with TextEncoder(..., columns=dm.text_slots)")
 
 
 def check_target_scaling(module: MultimodalModule, datamodule: object) -> None:
