@@ -7,6 +7,7 @@ rather than half a file, and two runs never interleave their bytes in one file.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Callable
@@ -28,22 +29,25 @@ def write_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
         write(tmp)
         os.replace(tmp, path)
     except OSError as error:
-        raise WriteError(_cannot_write(path, error.strerror or str(error))) from error
+        no_room = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        raise WriteError(_cannot_write(path, error.strerror or str(error), no_room=no_room)) from error
     except RuntimeError as error:  # torch's zip writer reports a failed write without its errno
         if "inline_container" not in str(error) and "file write failed" not in str(error):
             raise
         torch_says = str(error).strip().splitlines()[0][:120]
-        raise WriteError(_cannot_write(path, f"the write stopped short; torch: {torch_says}")) from error
+        raise WriteError(_cannot_write(path, f"the write stopped short; torch: {torch_says}", no_room=True)) from error
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def _cannot_write(path: Path, reason: str) -> str:
-    free = shutil.disk_usage(path.parent).free
-    return (f"cannot write {str(path)!r} ({reason}; {free / 2**20:,.0f} MiB free on its disk): nothing was "
-            f"replaced, and the partial file was removed. Free some space there (or raise the file-size limit), "
-            "or write elsewhere (trainer.default_root_dir, --predictions.output)")
+def _cannot_write(path: Path, reason: str, *, no_room: bool) -> str:
+    """The message: for a full disk or a size limit (torch's writer says neither, only that its write
+    stopped short), how much room there is; for anything else (permissions), the reason alone."""
+    room = f"; {shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free on its disk" if no_room else ""
+    fix = "Free some space there (or raise the file-size limit)" if no_room else "Check that folder's permissions"
+    return (f"cannot write {str(path)!r} ({reason}{room}): nothing was replaced, and the partial file was "
+            f"removed. {fix}, or write elsewhere (trainer.default_root_dir, --predictions.output)")
 
 
 def remove_stale_temporaries(path: Path) -> list[Path]:

@@ -164,7 +164,7 @@ class MmtabCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path and path not in ("best", "last"):
-            read_checkpoint(path)  # a file that is not a checkpoint is one message, before Lightning reads it
+            read_checkpoint(path, mmap=True)  # one message for a file that is not a checkpoint; its index alone
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(PredictionWriter, "predictions")

@@ -69,7 +69,6 @@ def infer_roles(df: pd.DataFrame, target: str, task: TaskName | None = None) -> 
     task = task or infer_task(y)
     decided = [Role(target, "target", _target_reason(y, task))]
     roles = [_role(sample[col], len(sample)) for col in sample.columns if col != target]
-    roles = [r for r in roles if r is not None]
     decided += _leaks(sample, y, task, roles)
     return Roles(task=task, rows=len(df), columns=decided)
 
@@ -82,7 +81,7 @@ def _target_reason(y: pd.Series, task: TaskName) -> str:
     return f"task {task}: {n} classes ({shown}{', ...' if n > 5 else ''})"
 
 
-def _role(values: pd.Series, n: int) -> Role | None:
+def _role(values: pd.Series, n: int) -> Role:
     col = str(values.name)
     present = values.dropna()
     share = 1 - len(present) / n
