@@ -251,7 +251,7 @@ class TabularTextDataModule(pl.LightningDataModule):
     def text_slots(self) -> int:
         """Vectors per row of the text branch: 1 for the text columns joined, else one per column
         (linked into the model's text branch by the CLI)."""
-        return 1 if self.options.join_text else max(len(self.spec.text), 1)  # one column is one text either way
+        return self.options.text_slots(len(self.spec.text))
 
     @property
     def tabular_dims(self) -> dict[str, Any]:

@@ -70,6 +70,11 @@ class PreprocessingOptions:
     numeric_scaling: ScalingName | dict[str, list[str]] = "standard"
     join_text: bool = False  # a vector per column: AUROC 0.9417, joined 0.9334 (benchmarks/text_columns.py)
 
+    def text_slots(self, n_text_cols: int) -> int:
+        """Texts (and vectors) per row for this many text columns: one when they are joined, and one
+        for a single column either way (it is one text, as before join_text existed)."""
+        return 1 if self.join_text or n_text_cols <= 1 else n_text_cols
+
     def check(self, spec: ColumnSpec) -> dict[str, str]:
         """Options that cannot work with these columns, refused before any data is read; returns each
         continuous column's scaling method."""
@@ -145,11 +150,10 @@ class TabularPreprocessor:
         for col in self.features.categorical:
             self.vocabs[col] = self._fit_vocab(train[col])
         for col in self.features.continuous:
-            if written_as_text(train[col]):
-                example = train[col].dropna().astype(str).iloc[:1].tolist()
-                self.read_from_text[col] = f"{example[0]!r} -> {to_numbers(train[col].dropna().iloc[:1]).iloc[0]:g}" \
-                    if example else ""
             values = to_numbers(train[col])
+            first = train[col].first_valid_index()
+            if written_as_text(train[col]) and first is not None:  # said in the summary, with an example
+                self.read_from_text[col] = f"{train[col][first]!r} -> {values[first]:g}"
             median = values.median()
             self.fill_values[col] = float(median) if pd.notna(median) else 0.0
             if values.isna().any():
@@ -224,7 +228,7 @@ class TabularPreprocessor:
         if spec.text:
             if self._text_tokenizer is None:
                 self._text_tokenizer = TextTokenizer(self.options.text_model, max_length=self.options.max_length)
-            join = self.options.join_text or len(spec.text) == 1  # one column: one text either way, as before
+            join = self.options.text_slots(len(spec.text)) == 1
             out.update(self._text_tokenizer(df, spec.text, join=join))  # input_ids, ..., has_text
         if labelled:
             out["target"] = self.encode_target(df[spec.target])

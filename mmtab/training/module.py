@@ -212,10 +212,11 @@ class MultimodalModule(pl.LightningModule):
         self._undefined[stage] = names
         if names:
             absent = ", ".join(repr(c) for c, n in zip(classes, counts, strict=True) if n == 0)
-            rank_zero_warn(
-                f"mmtab: warning: the {split} split ({len(target)} rows) has no rows of class {absent}: "
-                f"{', '.join(names)} cannot be measured on it and are reported as nan, never as a score. Give "
-                f"that class more rows, or judge the run by {stage}_loss and the metrics that remain")
+            if rank_zero_only.rank == 0:  # each process sees the same split; one says so
+                log.warning(
+                    f"mmtab: warning: the {split} split ({len(target)} rows) has no rows of class {absent}: "
+                    f"{', '.join(names)} cannot be measured on it and are reported as nan, never as a score. "
+                    f"Give that class more rows, or judge the run by {stage}_loss and the metrics that remain")
 
     def _log_undefined(self, stage: str) -> None:
         for name in self._undefined.get(stage, ()):
@@ -368,12 +369,6 @@ class MultimodalModule(pl.LightningModule):
                  if self.trainer.world_size > 1 else None)
         for split in splits:
             self.text_embeddings.attach(self.net, datamodule.table(split), share)
-
-
-def rank_zero_warn(message: str) -> None:
-    """A warning line from the first process only (each process sees the same split)."""
-    if rank_zero_only.rank == 0:
-        log.warning(message)
 
 
 def check_text_model(net: FusionModel, datamodule: object) -> None:
