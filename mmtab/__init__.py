@@ -24,6 +24,8 @@ _WHERE = {
     "ActivationStats": "mmtab.diagnostics.activation_stats",
     "Initialize": "mmtab.diagnostics.init",
     "find_lr": "mmtab.diagnostics.lr_finder",
+    "Explanation": "mmtab.explanations.explanation",
+    "explain": "mmtab.explanations.explanation",
     "TextTokenizer": "mmtab.data.tokenization",
     "AttentionFusion": "mmtab.models",
     "ClsPooling": "mmtab.models",

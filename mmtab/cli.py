@@ -34,6 +34,7 @@ from mmtab.data.datamodule import TabularTextDataModule
 from mmtab.diagnostics.lr_finder import LrFinderResult, find_lr
 from mmtab.diagnostics.plots import plot_lr_finder
 from mmtab.errors import ConfigError, MmtabError, StoppedBySignal
+from mmtab.explanations.explanation import Explanation
 from mmtab.init_config import fit_without_config, run_init
 from mmtab.predict import PredictionWriter
 from mmtab.training.checkpoints import (
@@ -107,7 +108,40 @@ class SaveFitConfig(SaveConfigCallback):
 
 
 class MmtabTrainer(pl.Trainer):
-    """Lightning's `Trainer` with `lr_find`, which makes ``mmtab lr_find`` a subcommand like ``fit``."""
+    """Lightning's `Trainer` with `lr_find` and `explain`, which make ``mmtab lr_find`` and ``mmtab explain``
+    subcommands like ``fit``."""
+
+    def explain(self, model: MultimodalModule, datamodule: TabularTextDataModule, ckpt_path: str | None = None,
+                output: str | None = None, repeats: int = 5, seed: int = 0, text_rows: int = 20,
+                overwrite: bool = False) -> Explanation:
+        """What a fitted model relies on, on the validation rows (`mmtab.explanations.explanation`).
+        On the command line each option is also spelled ``--explain.<name>`` (``--explain.output``).
+
+        Args:
+            ckpt_path: the fitted model: ``best``, ``last`` or a checkpoint file.
+            output: the folder to write to; default ``explain`` in ``trainer.default_root_dir``.
+            repeats: shuffles per column (their spread is the ``std``).
+            seed: the shuffles' seed.
+            text_rows: how many rows ``text_changes.csv`` lists.
+            overwrite: replace the files a former run wrote there.
+        """
+        from mmtab.explanations.explanation import explain
+
+        if not ckpt_path:
+            raise ConfigError("mmtab explain needs the fitted model: --ckpt_path best, last or a .ckpt file")
+        checkpoint = read_checkpoint(ckpt_path)
+        state = next((v for v in checkpoint.values() if isinstance(v, dict) and "preprocessor" in v), None)
+        if state is None:
+            raise ConfigError(f"{ckpt_path}: no fitted preprocessor in this checkpoint; give one that mmtab fit wrote")
+        datamodule.load_state_dict(state)  # the checkpoint's fitted preprocessing, not a new fit
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"])
+        frame = datamodule.split_frame("valid")
+        result = explain(model.to(self.strategy.root_device), datamodule.preprocessor, frame,
+                         output=output or Path(self.default_root_dir) / "explain", repeats=repeats, seed=seed,
+                         text_rows=text_rows, overwrite=overwrite, batch_size=datamodule.eval_batch_size)
+        print(f"mmtab explain: {len(frame)} validation rows\n" + result.summary(model.task.main_metric))
+        return result
 
     def lr_find(self, model: MultimodalModule, datamodule: TabularTextDataModule, min_scale: float = 1e-4,
                 max_scale: float = 1000.0, num_steps: int = 100, plot: str | None = None) -> LrFinderResult:
@@ -132,9 +166,15 @@ class MmtabTrainer(pl.Trainer):
 class MmtabCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"}}
+        return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"},
+                "explain": {"model", "datamodule"}}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("args"), list) and kwargs["args"][:1] == ["explain"]:
+            # `--explain.output` is the documented spelling; jsonargparse names the method's own options
+            # `--output` (a group named `explain` would clash with the subcommand's)
+            kwargs["args"] = ["explain", *(a.replace("--explain.", "--", 1) if a.startswith("--explain.") else a
+                                           for a in kwargs["args"][1:])]
         kwargs.setdefault("trainer_class", MmtabTrainer)
         kwargs.setdefault("load_from_checkpoint_support", False)
         kwargs.setdefault("save_config_callback", SaveFitConfig)
@@ -184,12 +224,13 @@ class MmtabCLI(LightningCLI):
         init_from = (config.model.get("init_args") or {}).get("init_from")
         if self.subcommand == "fit" and init_from:
             text_branch_state(init_from, mmap=True)  # a wrong file is named before the run folder is made
-        if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") in ("best", "last"):
+        reads_a_fit = ("validate", "test", "predict", "explain")
+        if self.subcommand in reads_a_fit and config.get("ckpt_path") in ("best", "last"):
             root = config.trainer.default_root_dir or "."
             path, chosen = find_run_checkpoint(config.ckpt_path, root)
             config.ckpt_path = str(path)
             print(f"mmtab: {self.subcommand} with {chosen}")
-        if self.subcommand in ("validate", "test", "predict", "lr_find") and config.trainer.logger is None:
+        if self.subcommand in ("validate", "test", "predict", "lr_find", "explain") and config.trainer.logger is None:
             config.trainer.logger = False  # they report on the terminal (or write --predictions.output)
 
     def instantiate_classes(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
 import pandas as pd
@@ -31,7 +31,9 @@ def prediction_table(outputs: list[dict[str, torch.Tensor]], preprocessor: Tabul
     (``prediction``, and ``prob_<class>`` for classification) and ``loss``."""
     output = torch.cat([o["output"] for o in outputs]).cpu().numpy()
     table = frame.copy() if include_inputs else pd.DataFrame(index=frame.index)
-    for name, values in preprocessor.task.prediction_columns(output, preprocessor.classes).items():
+    predicted = torch.cat([o["predicted"] for o in outputs]).cpu().numpy() if outputs and "predicted" in outputs[0] \
+        else None  # the class of the uncalibrated outputs (calibration never moves it)
+    for name, values in preprocessor.task.prediction_columns(output, preprocessor.classes, predicted).items():
         table[name] = values
     note = "" if preprocessor.target_scaling is None else preprocessor.target_scaling.negative_note(output)
     if note:
@@ -50,11 +52,13 @@ def top_losses(table: pd.DataFrame, n: int = 10) -> pd.DataFrame:
 
 @torch.no_grad()
 def predict_frame(module: MultimodalModule, preprocessor: TabularPreprocessor, frame: pd.DataFrame, *,
-                  batch_size: int = 4096) -> pd.DataFrame:
+                  batch_size: int = 4096, head: str = "fusion") -> pd.DataFrame:
     """Predict new rows in Python with a trained module and its fitted preprocessor (a frozen text
-    branch reads the rows' embeddings from the cache, as ``mmtab predict`` does)."""
-    was_training = module.training
+    branch reads the rows' embeddings from the cache, as ``mmtab predict`` does). `head` as
+    ``--predictions.head``: ``fusion``, ``tabular``, ``text`` or ``best``."""
+    was_training, was_head = module.training, module.prediction_head
     module.eval()
+    module.select_prediction_head(head)
     try:
         table = TensorTable(preprocessor.transform(frame))
         module.text_embeddings.attach(module.net, table)
@@ -63,6 +67,7 @@ def predict_frame(module: MultimodalModule, preprocessor: TabularPreprocessor, f
                    for i, batch in enumerate(BatchLoader(table, batch_size=batch_size))]
     finally:
         module.train(was_training)
+        module.prediction_head = was_head
     return prediction_table(outputs, preprocessor, frame)
 
 
@@ -96,13 +101,19 @@ class PredictionWriter(BasePredictionWriter):
             ``prob_<class>``, and ``loss`` when the rows have the target).
         overwrite: replace `output` if it exists (otherwise the run stops before predicting).
         top_losses: print this many rows with the highest loss (needs labelled rows).
+        head: which head predicts: ``fusion`` (the fused model), ``tabular`` or ``text`` (a branch's
+            own head, which a model with two branches trains beside the fusion), or ``best``: the
+            fusion, unless a branch alone beat it on validation by more than noise (the
+            checkpoint's modality report, which fit printed, decides).
     """
 
-    def __init__(self, output: str | None = None, overwrite: bool = False, top_losses: int = 0) -> None:
+    def __init__(self, output: str | None = None, overwrite: bool = False, top_losses: int = 0,
+                 head: Literal["fusion", "tabular", "text", "best"] = "fusion") -> None:
         super().__init__(write_interval="epoch")
         self.output = output
         self.overwrite = overwrite
         self.top_losses = top_losses
+        self.head = head
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.output is None and not self.top_losses:
@@ -110,6 +121,10 @@ class PredictionWriter(BasePredictionWriter):
                              "and/or --predictions.top_losses N")
         if self.output is not None:  # fail before the work, not after it
             check_writable(Path(self.output), overwrite=self.overwrite)
+        chosen = pl_module.select_prediction_head(self.head)
+        if self.head != "fusion":
+            print(f"mmtab: predicting with the {chosen} head" + (" (--predictions.head best)" if self.head == "best"
+                                                                 else ""))
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any,
                            batch_indices: Any) -> None:

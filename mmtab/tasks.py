@@ -47,6 +47,9 @@ class Task:
 
     name: ClassVar[str]
     classification: ClassVar[bool]
+    # The metric a person judges this task by first (higher is better): the modality report leads with
+    # it and column importance is the drop in it.
+    main_metric: ClassVar[str]
 
     def n_outputs(self, n_classes: int) -> int:
         raise NotImplementedError
@@ -113,8 +116,10 @@ class Task:
         """Raw outputs -> what this task's metrics take."""
         return self.activate(output)
 
-    def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any]) -> dict[str, np.ndarray]:
-        """Activated outputs -> the columns ``predict`` writes beside the rows."""
+    def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any],
+                           predicted: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Activated outputs -> the columns ``predict`` writes beside the rows; `predicted`, the class
+        indices to name, where they come from other outputs than `activated` (calibration)."""
         raise NotImplementedError
 
 
@@ -146,8 +151,10 @@ class _Classification(Task):
     def _activate(self, output: Tensor) -> Tensor:
         return torch.softmax(output.float(), dim=1)
 
-    def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any]) -> dict[str, np.ndarray]:
-        columns = {"prediction": np.asarray(classes, dtype=object)[self.predicted_class(activated)]}
+    def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any],
+                           predicted: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        index = self.predicted_class(activated) if predicted is None else predicted
+        columns = {"prediction": np.asarray(classes, dtype=object)[index]}
         columns.update({f"prob_{cls}": activated[:, k] for k, cls in enumerate(classes)})
         return columns
 
@@ -163,6 +170,7 @@ class BinaryTask(_Classification):
     """Two classes: cross-entropy over two logits; accuracy, AUROC and F1 of the second class."""
 
     name = "binary"
+    main_metric = "auroc"
 
     def class_problems(self, classes: Sequence[Any], target: str) -> list[str]:
         if len(classes) == 2:
@@ -191,6 +199,7 @@ class MulticlassTask(_Classification):
     class (``qwk``), as the ordinal task reports it, so the two can be compared on one table."""
 
     name = "multiclass"
+    main_metric = "auroc"
 
     def metrics(self, n_outputs: int, ordered: bool = False) -> MetricCollection:
         ordered_metrics = {"qwk": MulticlassCohenKappa(n_outputs, weights="quadratic")} if ordered else {}
@@ -213,6 +222,7 @@ class OrdinalTask(_Classification):
     """
 
     name = "ordinal"
+    main_metric = "qwk"
 
     def n_outputs(self, n_classes: int) -> int:
         return n_classes - 1
@@ -271,6 +281,7 @@ class RegressionTask(Task):
 
     name = "regression"
     classification = False
+    main_metric = "r2"
 
     def n_outputs(self, n_classes: int) -> int:
         return 1
@@ -293,7 +304,8 @@ class RegressionTask(Task):
     def _activate(self, output: Tensor) -> Tensor:
         return output.float().squeeze(-1)
 
-    def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any]) -> dict[str, np.ndarray]:
+    def prediction_columns(self, activated: np.ndarray, classes: Sequence[Any],
+                           predicted: np.ndarray | None = None) -> dict[str, np.ndarray]:
         return {"prediction": activated}
 
 

@@ -138,3 +138,16 @@ def fusion_module(dm: TabularTextDataModule, *, tabular: bool = True, text: bool
                       text=TextEncoder(pretrained=dm.text_model, columns=dm.text_slots) if text else None,
                       fusion=fusion or ConcatFusion, head_layers=[16])
     return MultimodalModule(net, task=dm.fitted_task, **{"lr": 3e-3, **kwargs})
+
+
+def text_decides_datamodule(frame: pd.DataFrame, text_model: str) -> TabularTextDataModule:
+    """The reviews with a random target written into the review text ("love it perfect" or "returned it
+    poor fabric") and the table's categories shuffled: the text decides, the table is noise."""
+    rng = np.random.default_rng(0)
+    frame = frame.copy()
+    frame["Recommended IND"] = rng.integers(0, 2, len(frame))
+    frame["Review Text"] = np.where(frame["Recommended IND"] == 1, "love it perfect", "returned it poor fabric")
+    frame[REVIEW_CAT] = frame[REVIEW_CAT].sample(frac=1, random_state=1).to_numpy()
+    return TabularTextDataModule.from_frame(frame, target="Recommended IND", categorical_cols=REVIEW_CAT,
+                                            continuous_cols=REVIEW_CONT, text_cols=REVIEW_TEXT, text_model=text_model,
+                                            batch_size=64, seed=0, max_length=32)

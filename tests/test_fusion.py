@@ -40,8 +40,10 @@ def test_every_trainable_parameter_gets_a_gradient(fusion, tiny_bert, reviews_sa
     module.train()
     batch = next(b for b in dm.train_dataloader() if b["has_text"].sum() > 1)  # not a bucket of empty texts
     batch["has_text"][0] = False  # the no-text vector is used, and so trained
-    _, losses, _ = module.per_sample_losses(batch)
-    losses.mean().backward()
+    # the training objective: the fused loss and each branch head's (the modality report's heads)
+    outputs = module.net.outputs(batch)
+    assert set(outputs) == {"fusion", "tabular", "text"}
+    sum(module.task.loss(out, batch["target"]).mean() for out in outputs.values()).backward()
     missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
     # the pooler is not used by mean pooling, as in any BERT fine-tuned with mean pooling
     missing = [n for n in missing if ".pooler." not in n]

@@ -131,6 +131,7 @@ def load_checkpoint(path: str | Path) -> tuple[pl.LightningModule, TabularPrepro
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningModule, "module", fail_untyped=False)
     module = parser.instantiate_classes(parser.parse_object({"module": ckpt[MODEL_CONFIG_KEY]})).module
+    module.on_load_checkpoint(ckpt)  # as a trainer's restore: the checks, and what the file keeps beside the weights
     module.load_state_dict(ckpt["state_dict"])
     return module.eval(), TabularPreprocessor.from_state_dict(state["preprocessor"])
 

@@ -23,10 +23,12 @@ from torchmetrics import MeanMetric
 from mmtab.data.dataset import epoch_seed
 from mmtab.embeddings import ProcessShare, TextEmbeddings
 from mmtab.errors import ConfigError, NonFiniteLossError
+from mmtab.explanations.calibration import CALIBRATION_KEY, expected_calibration_error, fit_temperature
+from mmtab.explanations.modality import REPORT_KEY, ModalityReport, best_head, format_report, verdict
 from mmtab.models.fusion_model import FusionModel
 from mmtab.pretrained import resolve_pretrained
 from mmtab.tasks import TargetScaling, TaskName, get_task
-from mmtab.training.checkpoints import load_text_branch
+from mmtab.training.checkpoints import load_text_branch, read_checkpoint
 from mmtab.training.lightning_private import CURRENT_HOOK
 from mmtab.training.losses import loss_weights, weighted_mean
 from mmtab.training.param_groups import (
@@ -74,6 +76,12 @@ class MultimodalModule(pl.LightningModule):
         ordered_classes: the target's classes are ordered, in their sorted order (a 1-5 rating learned
             as multiclass): validation and test also report the quadratic weighted kappa (``qwk``).
             An ordinal task reports it always.
+        calibrate: fit a temperature on the validation rows at each validation of a fit (temperature
+            scaling, `mmtab.explanations.calibration`): it goes into the checkpoint with the log loss and
+            expected calibration error before and after, and ``predict`` divides the logits by it
+            (whenever a checkpoint holds one, whatever this flag says when predicting).
+            The predicted class never changes (for an ordinal target it is the uncalibrated chain's
+            median); validation metrics stay those of the uncalibrated model.
     """
 
     def __init__(
@@ -92,6 +100,7 @@ class MultimodalModule(pl.LightningModule):
         text_embeddings: TextEmbeddings = TextEmbeddings(),  # noqa: B008 -- a frozen-in-place default, never mutated
         compile: bool = False,
         ordered_classes: bool = False,
+        calibrate: bool = False,
     ) -> None:
         super().__init__()
         # NOTE: no `save_hyperparameters`: the model is an object, not a config. `mmtab fit` stores the
@@ -124,6 +133,17 @@ class MultimodalModule(pl.LightningModule):
         self.val_metrics = self.task.metrics(n_outputs, ordered_classes).clone(prefix="val_")
         self.test_metrics = self.task.metrics(n_outputs, ordered_classes).clone(prefix="test_")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # a model with branch heads reports each branch alone beside the fusion (mmtab.explanations.modality)
+        self.modality = (ModalityReport(self.task, n_outputs, ordered_classes, net.branch_heads.names)
+                         if net.branch_heads is not None else None)
+        self.modality_report: dict[str, Any] | None = None  # the last validation's, or the checkpoint's
+        self.prediction_head = "fusion"  # which head `predict_step` answers with (--predictions.head)
+        if calibrate and not self.task.classification:
+            raise ConfigError(f"model.calibrate: a {task} target has no probabilities to calibrate; it is for binary, "
+                              "multiclass and ordinal targets")
+        self.calibrate = calibrate
+        self.calibration: dict[str, float] | None = None  # the temperature and its measures (the checkpoint's)
+        self._calibration_rows: list[tuple[Tensor, Tensor, Tensor | None]] = []
         self.init_from = init_from
         self.text_embeddings = text_embeddings
         if net.text is not None:
@@ -168,17 +188,35 @@ class MultimodalModule(pl.LightningModule):
         return output, losses, loss_weights(batch["target"], batch.get("weight"), self.class_weights)
 
     def _step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor:
-        output, losses, weights = self.per_sample_losses(batch)
-        if stage == "train" and self.trainer.world_size > 1:
-            loss = weighted_mean(losses, weights, world_size=self.trainer.world_size,
-                                 world_sum=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        if self.modality is None:
+            outputs = {"fusion": self.net(batch)}
         else:
-            loss = weighted_mean(losses, weights)
+            outputs = self.net.outputs(batch)
+        output = outputs["fusion"]
+        target = batch["target"]
+        weights = loss_weights(target, batch.get("weight"), self.class_weights)
         if stage == "train":
+            if self.trainer.world_size > 1:
+                world = {"world_size": self.trainer.world_size,
+                         "world_sum": lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")}
+            else:
+                world = {}
+            losses = {"fusion": self.task.loss(output, target)}
+            loss = weighted_mean(losses["fusion"], weights, **world)
+            if len(outputs) > 1:
+                # The branch heads learn beside the fusion (how much of their gradient reaches the branches
+                # is the model's branch_loss_weight): their losses summed per row, as one ensemble-shaped
+                # loss over (B, branches, outputs), one op instead of one per branch.
+                branch_outputs = [out for name, out in outputs.items() if name != "fusion"]
+                if all(out.ndim == 2 for out in branch_outputs):
+                    per_row = self.task.loss(torch.stack(branch_outputs, dim=1), target) * len(branch_outputs)
+                else:  # a tabular ensemble's (B, k, outputs) beside the text's (B, outputs)
+                    per_row = sum(self.task.loss(out, target) for out in branch_outputs)
+                loss = loss + weighted_mean(per_row, weights, **world)
             # Checked every step, before backward, so a NaN step changes no weight. It is one host sync
             # (on a CPU the adult throughput is the same with or without it: benchmarks/throughput.py).
             if not torch.isfinite(loss):
-                raise NonFiniteLossError(self._non_finite_message(loss, losses, batch))
+                raise NonFiniteLossError(self._non_finite_message(loss, losses["fusion"], batch))
             # Logged only on the steps Lightning writes to its loggers (it writes after step s when
             # s + 1 is a multiple of log_every_n_steps), and only for a logger to read (no callback or
             # progress bar does): a `self.log` call costs about a tenth of a small step (a host sync and
@@ -186,16 +224,24 @@ class MultimodalModule(pl.LightningModule):
             if self.trainer.loggers and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
                 self.log("train_loss", loss.detach(), on_step=True, on_epoch=False)
             return loss
+        losses = {name: self.task.loss(out, target) for name, out in outputs.items()}
         metrics, mean_loss = (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics,
                                                                                       self.test_loss)
-        mean_loss.update(losses.detach(), 1.0 if weights is None else weights)  # exact sum(w*l)/sum(w)
-        metrics.update(self.in_target_units(self.task.metric_inputs(output.detach())),
-                       self.in_target_units(batch["target"]))
+        mean_loss.update(losses["fusion"].detach(), 1.0 if weights is None else weights)  # exact sum(w*l)/sum(w)
+        if self.calibrate and stage == "val" and not self.trainer.sanity_checking:
+            kept = None if weights is None else weights.detach()
+            self._calibration_rows.append((output.detach().float(), target, kept))
+        target_units = self.in_target_units(target)
+        metrics.update(self.in_target_units(self.task.metric_inputs(output.detach())), target_units)
         self.log(f"{stage}_loss", mean_loss, on_epoch=True, prog_bar=True)
         undefined = self._undefined.get(stage, ())
         self.log_dict({name: metric for name, metric in metrics.items() if name not in undefined}
                       if undefined else metrics, on_epoch=True, prog_bar=stage == "val")
-        return loss
+        if self.modality is not None:  # the branch heads' metrics: logged once per epoch (`_modality_summary`)
+            inputs = {name: self.in_target_units(self.task.metric_inputs(out.detach()))
+                      for name, out in outputs.items()}
+            self.modality.update(stage, inputs, target_units, {k: v.detach() for k, v in losses.items()}, weights)
+        return weighted_mean(losses["fusion"], weights)
 
     def _mark_undefined(self, stage: str, split: str) -> None:
         """Find the metrics this split's rows cannot define (a class with no rows in it), once per
@@ -222,11 +268,66 @@ class MultimodalModule(pl.LightningModule):
         for name in self._undefined.get(stage, ()):
             self.log(name, float("nan"), prog_bar=stage == "val")
 
+    def _modality_summary(self, stage: str) -> dict[str, Any] | None:
+        """The stage's modality report, its branches' metrics logged (``val_tabular_auroc``, ...).
+        Lightning has computed the fused model's logged metrics by now; compute returns those values."""
+        if self.modality is None:
+            return None
+        if self.trainer.sanity_checking:
+            self.modality.reset(stage)
+            return None
+        metrics, mean_loss = (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics,
+                                                                                      self.test_loss)
+        undefined = self._undefined.get(stage, ())
+        fused = {name[len(stage) + 1:]: (float("nan") if name in undefined else float(value))
+                 for name, value in metrics.compute().items()}
+        fused["loss"] = float(mean_loss.compute())
+        report = self.modality.summary(stage, fused, self.task.main_metric,
+                                       [name[len(stage) + 1:] for name in undefined], epoch=self.current_epoch)
+        for branch in self.modality.branches:  # the values each process has already summed over all of them
+            self.log_dict({f"{stage}_{branch}_{k}": v for k, v in report["heads"][branch].items()
+                           if not k.startswith("loss_vs")}, rank_zero_only=True)
+        return report
+
     def on_validation_epoch_end(self) -> None:
         self._log_undefined("val")
+        report = self._modality_summary("val")
+        if report is not None and self.trainer.state.fn == "fit":
+            self.modality_report = report  # each checkpoint written after this validation keeps it
+        if self._calibration_rows:
+            if self.trainer.state.fn == "fit":
+                self.calibration = self._fit_calibration()
+            self._calibration_rows = []
+
+    def _fit_calibration(self) -> dict[str, float]:
+        """The temperature of this validation's outputs, and the log loss and ECE before and after it.
+        Under several processes the log loss is summed over all of them, so each finds the same T;
+        the ECE is measured on this process's share of the rows."""
+        output = torch.cat([o for o, _, _ in self._calibration_rows])
+        target = torch.cat([t for _, t, _ in self._calibration_rows])
+        weights = (None if self._calibration_rows[0][2] is None
+                   else torch.cat([w for _, _, w in self._calibration_rows]))
+        w = torch.ones_like(target, dtype=torch.float32) if weights is None else weights.float()
+
+        def loss_at(temperature: float) -> float:
+            sums = torch.stack([(w * self.task.loss(output / temperature, target)).sum(), w.sum()]).double()
+            if self.trainer.world_size > 1:
+                sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            return float(sums[0] / sums[1].clamp_min(1e-12))
+
+        temperature = fit_temperature(loss_at)
+        before = self.task.activate(output)
+        after = self.task.activate(output / temperature)
+        return {"temperature": temperature, "epoch": self.current_epoch,
+                "log_loss_before": loss_at(1.0), "log_loss_after": loss_at(temperature),
+                "ece_before": expected_calibration_error(before, target),
+                "ece_after": expected_calibration_error(after, target)}
 
     def on_test_epoch_end(self) -> None:
         self._log_undefined("test")
+        report = self._modality_summary("test")
+        if report is not None:
+            rank_zero_info("modality report (test rows):\n" + format_report(report))
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
@@ -238,8 +339,14 @@ class MultimodalModule(pl.LightningModule):
         return self._step(batch, "test")
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        output = self.net(batch)
-        out = {"output": self.in_target_units(self.task.activate(output))}
+        fused = self.prediction_head == "fusion"
+        output = self.net(batch) if fused else self.net.outputs(batch)[self.prediction_head]
+        out = {}
+        if fused and self.calibration is not None:  # the temperature was fitted to the fused model's outputs
+            raw = self.task.activate(output)
+            output = output.float() / self.calibration["temperature"]
+            out["predicted"] = torch.as_tensor(self.task.predicted_class(raw.cpu().numpy()))  # never moved by T
+        out["output"] = self.in_target_units(self.task.activate(output))
         if "target" in batch:
             out["loss"] = self.task.loss(output.float(), batch["target"])
         return out
@@ -261,7 +368,9 @@ class MultimodalModule(pl.LightningModule):
     def on_validation_end(self) -> None:
         if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return  # `validate` prints its own table
-        shown = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val_")}
+        branches = tuple(f"val_{b}_" for b in (self.modality.branches if self.modality is not None else ()))
+        shown = {k: float(v) for k, v in self.trainer.callback_metrics.items()
+                 if k.startswith("val_") and not k.startswith(branches)}  # the branches' are in the report
         rank_zero_info(f"epoch {self.current_epoch}: " + "  ".join(
             f"{k}=undefined" if k in self._undefined.get("val", ()) else f"{k}={v:.4f}"
             for k, v in sorted(shown.items())))
@@ -307,9 +416,13 @@ class MultimodalModule(pl.LightningModule):
         """Before the weights are loaded: a checkpoint of another model (another config, other data) is
         one message naming the weights that differ, not PyTorch's list of every mismatch. (A sharded
         checkpoint's weights were loaded by its strategy already: nothing is left here to compare.)"""
+        self.modality_report = checkpoint.get(REPORT_KEY)
+        self.calibration = checkpoint.get(CALIBRATION_KEY)  # a fit that calibrated: predict applies it
         theirs = checkpoint.get("state_dict") or {}
         if not theirs:
             return
+        if self.net.branch_heads is not None and not any(k.startswith("net.head.branches.") for k in theirs):
+            self.drop_branch_heads()  # a checkpoint from before the modality report: the model it holds
         own = self.state_dict()
         differ = [f"{k} is {tuple(theirs[k].shape)} there and {tuple(v.shape)} here" for k, v in own.items()
                   if k in theirs and hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != tuple(v.shape)]
@@ -320,7 +433,29 @@ class MultimodalModule(pl.LightningModule):
                               f"{more}): use the config it was trained with (config.yaml beside its run's "
                               "checkpoints)")
 
+    def drop_branch_heads(self) -> None:
+        """No branch heads and no modality report (a model fitted before they existed)."""
+        self.net.drop_branch_heads()
+        self.modality = None
+
+    def select_prediction_head(self, head: str) -> str:
+        """Which head `predict_step` answers with: ``fusion``, ``tabular``, ``text``, or ``best`` (the
+        fusion unless a branch alone beat it on validation by more than noise: the checkpoint's
+        modality report decides). Returns the head chosen."""
+        available = ["fusion", *(self.modality.branches if self.modality is not None else ())]
+        chosen = best_head(self.modality_report) if head == "best" else head
+        if chosen not in available:
+            why = ("this model has one branch and no branch heads" if self.modality is None
+                   else f"this model's heads are {available}")
+            raise ConfigError(f"--predictions.head {head}: {why}; use fusion or best")
+        self.prediction_head = chosen
+        return chosen
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.modality_report is not None:
+            checkpoint[REPORT_KEY] = self.modality_report
+        if self.calibration is not None:
+            checkpoint[CALIBRATION_KEY] = self.calibration
         bad = [name for name, p in self.net.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise NonFiniteLossError(f"weights are no longer finite at step {self.global_step} (epoch "
@@ -337,6 +472,30 @@ class MultimodalModule(pl.LightningModule):
             check_optimizer(self.net, optimizer)
             rank_zero_info("mmtab param groups (peak lr per part):\n" + format_param_groups(optimizer))
         self._attach_text_embeddings("train", "valid")
+
+    def on_fit_end(self) -> None:
+        """The modality report of the checkpoint a user will take (the best one where a checkpoint
+        callback monitors a metric, else the last validation's), as a short table, and one line where
+        a branch alone beats the fusion by more than noise."""
+        report, calibration = self.modality_report, self.calibration
+        callback = self.trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if getattr(callback, "monitor", None) else ""
+        if best:
+            saved = read_checkpoint(best, mmap=True)
+            report, calibration = saved.get(REPORT_KEY, report), saved.get(CALIBRATION_KEY, calibration)
+        if rank_zero_only.rank != 0:
+            return
+        if report is not None:
+            which = f"the best checkpoint's, epoch {report['epoch']}" if best else f"epoch {report['epoch']}"
+            rank_zero_info(f"modality report (validation rows, {which}):\n{format_report(report)}")
+            line = verdict(report)
+            if line:
+                log.warning(line)
+        if calibration is not None:
+            c = calibration
+            rank_zero_info(f"calibration (validation rows, epoch {c['epoch']}): temperature {c['temperature']:.4f}; "
+                           f"log loss {c['log_loss_before']:.4f} -> {c['log_loss_after']:.4f}, expected calibration "
+                           f"error {c['ece_before']:.4f} -> {c['ece_after']:.4f}; predict applies it")
 
     def on_train_start(self) -> None:  # after a resumed run's schedule is restored (on_fit_start is before)
         for config in self.trainer.lr_scheduler_configs:

@@ -36,7 +36,7 @@ def shard(net: FusionModel, mesh: DeviceMesh) -> None:
     and embeddings; Hugging Face marks them for exactly this), else each entry of its layer lists; then
     the whole model, which takes the tabular branch, the fusion, the head and whatever is left.
     """
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     if is_sharded(net):  # validate after fit calls configure_model again
         return
@@ -56,6 +56,9 @@ def shard(net: FusionModel, mesh: DeviceMesh) -> None:
         for block in reversed(blocks):  # inner units before the ones around them
             fully_shard(block, mesh=data_parallel)
     fully_shard(net, mesh=data_parallel)
+    # the trainer calls `outputs` (every head: the modality report) where a plain loop calls forward;
+    # FSDP gathers the weights around forward only unless told of another entry point
+    register_fsdp_forward_method(net, "outputs")
 
 
 def share_buffers(net: nn.Module) -> None:
