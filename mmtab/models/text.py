@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from mmtab.models.adapters import LoraAdapters, hold_base_fixed
 from mmtab.models.pooling import MeanPooling, PoolingFactory
 from mmtab.pretrained import check_runs_no_code, resolve_pretrained
 
@@ -26,6 +27,10 @@ class TextEncoder(nn.Module):
             its own vector, the vectors side by side (``out_features`` = columns x the pooling's
             width). None or 1: one text (several text columns joined). Under the CLI it is linked
             from the data (``data.join_text``).
+        lora: LoRA adapters on the encoder's last layers (`LoraAdapters`, with `peft`): only they train
+            of the encoder's weights (the pooling and the no-text vector train as before), in their own
+            param group ``text.adapters`` at the text part's rates; checkpoints keep them without the
+            base weights, which come from `pretrained` again.
 
     Two ways in: ``forward`` encodes a batch (training the encoder, or any time); while the owner
     holds the encoder frozen and the batch carries ``text_embedding`` (vectors computed once per
@@ -36,7 +41,8 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(self, *, pretrained: str, pooling: PoolingFactory = MeanPooling,
-                 trust_remote_code: bool = False, columns: int | None = None) -> None:
+                 trust_remote_code: bool = False, columns: int | None = None,
+                 lora: LoraAdapters | None = None) -> None:
         super().__init__()
         from transformers import AutoModel
 
@@ -52,6 +58,16 @@ class TextEncoder(nn.Module):
         self.columns = columns or 1
         self.out_features: int = self.pooling.out_features * self.columns
         self.no_text = nn.Parameter(torch.zeros(self.pooling.out_features))  # one per column's slot, shared
+        self.lora = lora
+        if lora is not None:
+            lora.apply(self.encoder)
+
+    def requires_grad_(self, requires_grad: bool = True) -> TextEncoder:
+        """Unfreezing a branch with adapters trains its adapters, never the base weights they adapt."""
+        super().requires_grad_(requires_grad)
+        if requires_grad and self.lora is not None:
+            hold_base_fixed(self.encoder)
+        return self
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """(B, T) ids and mask -> (B, pooled width); (B, C, T), a text per column -> (B, C x pooled width)."""

@@ -25,6 +25,7 @@ from mmtab.embeddings import ProcessShare, TextEmbeddings
 from mmtab.errors import ConfigError, NonFiniteLossError
 from mmtab.explanations.calibration import CALIBRATION_KEY, expected_calibration_error, fit_temperature
 from mmtab.explanations.modality import REPORT_KEY, ModalityReport, best_head, format_report, verdict
+from mmtab.models.adapters import ADAPTER_MARK
 from mmtab.models.fusion_model import FusionModel
 from mmtab.pretrained import resolve_pretrained
 from mmtab.tasks import TargetScaling, TaskName, get_task
@@ -421,6 +422,8 @@ class MultimodalModule(pl.LightningModule):
         theirs = checkpoint.get("state_dict") or {}
         if not theirs:
             return
+        if self._base_weights_left_out():  # the adapted encoder's base weights: the pretrained ones, as built
+            theirs.update({k: v for k, v in self.state_dict().items() if k not in theirs and _is_base_weight(k)})
         if self.net.branch_heads is not None and not any(k.startswith("net.head.branches.") for k in theirs):
             self.drop_branch_heads()  # a checkpoint from before the modality report: the model it holds
         own = self.state_dict()
@@ -451,7 +454,15 @@ class MultimodalModule(pl.LightningModule):
         self.prediction_head = chosen
         return chosen
 
+    def _base_weights_left_out(self) -> bool:
+        """A text branch with LoRA adapters over the pretrained weights as shipped: checkpoints hold the
+        adapters without the base weights (they are `pretrained`'s files). With `init_from` the base
+        weights are another fit's, so they are kept."""
+        return self.net.text is not None and self.net.text.lora is not None and not self.init_from
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._base_weights_left_out() and "state_dict" in checkpoint:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not _is_base_weight(k)}
         if self.modality_report is not None:
             checkpoint[REPORT_KEY] = self.modality_report
         if self.calibration is not None:
@@ -528,6 +539,11 @@ class MultimodalModule(pl.LightningModule):
                  if self.trainer.world_size > 1 else None)
         for split in splits:
             self.text_embeddings.attach(self.net, datamodule.table(split), share)
+
+
+def _is_base_weight(key: str) -> bool:
+    """A state-dict key of the text encoder's own (not adapter) weights and buffers."""
+    return key.startswith("net.text.encoder.") and ADAPTER_MARK not in key
 
 
 def check_text_model(net: FusionModel, datamodule: object) -> None:

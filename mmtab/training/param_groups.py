@@ -16,6 +16,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from mmtab.errors import ConfigError
+from mmtab.models.adapters import ADAPTER_MARK
 
 
 @dataclass
@@ -40,18 +41,22 @@ class ParamGroupError(ConfigError):
 def build_param_groups(model: nn.Module, parts: Mapping[str, PartHparams], *, lr: float,
                        weight_decay: float) -> list[dict[str, Any]]:
     """``[{"name": part, "params": [...], "lr": ..., "weight_decay": ...}, ...]`` for every child with
-    parameters. Raises if `parts` names a child the model lacks, or if a parameter is left out."""
+    parameters; a part's LoRA adapters are a group of their own (``text.adapters``), at the part's
+    rates. Raises if `parts` names a child the model lacks, or if a parameter is left out."""
     check_part_names(model, parts)
     children = dict(model.named_children())
     groups = []
     for name, child in children.items():
-        params = list(child.parameters())
-        if not params:
+        named = list(child.named_parameters())
+        if not named:
             continue
         hp = parts.get(name, PartHparams())
-        groups.append({"name": name, "params": params,
-                       "lr": lr if hp.lr is None else hp.lr,
-                       "weight_decay": weight_decay if hp.weight_decay is None else hp.weight_decay})
+        rates = {"lr": lr if hp.lr is None else hp.lr,
+                 "weight_decay": weight_decay if hp.weight_decay is None else hp.weight_decay}
+        adapters = [p for n, p in named if ADAPTER_MARK in n]
+        groups.append({"name": name, "params": [p for n, p in named if ADAPTER_MARK not in n], **rates})
+        if adapters:
+            groups.append({"name": f"{name}.adapters", "params": adapters, **rates})
     check_partition(model, groups)
     return groups
 
