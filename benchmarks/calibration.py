@@ -59,13 +59,15 @@ def cross_fitted(module, output: torch.Tensor, target: torch.Tensor, seed: int) 
     halves = torch.randperm(len(target), generator=torch.Generator().manual_seed(seed)).chunk(2)
     runs = []
     for fit_rows, eval_rows in ((halves[0], halves[1]), (halves[1], halves[0])):
-        t = fit_temperature(lambda temp: float(module.task.loss(output[fit_rows] / temp, target[fit_rows]).mean()))
+        fit_out, fit_y = output[fit_rows], target[fit_rows]
+        t = fit_temperature(lambda temp, o=fit_out, y=fit_y: float(module.task.loss(o / temp, y).mean()))
         out, y = output[eval_rows], target[eval_rows]
         raw, scaled = module.task.activate(out), module.task.activate(out / t)
         runs.append({"temperature": t,
                      "log_loss_before": float(module.task.loss(out, y).mean()),
                      "log_loss_after": float(module.task.loss(out / t, y).mean()),
-                     "ece_before": expected_calibration_error(raw, y), "ece_after": expected_calibration_error(scaled, y),
+                     "ece_before": expected_calibration_error(raw, y),
+                     "ece_after": expected_calibration_error(scaled, y),
                      "changed_classes": int((module.task.predicted_class(raw.numpy())
                                              != module.task.predicted_class(scaled.numpy())).sum())})
     return {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}

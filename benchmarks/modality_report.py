@@ -82,7 +82,8 @@ def main() -> None:
         if "overhead" in args.measure:
             results["overhead"] = overhead(args.repeats, tmp)
         if "weights" in args.measure:
-            results["weights"] = {case: weights(case, args.weights, args.seeds, tmp) for case in ("reviews", "weak_text")}
+            results["weights"] = {case: weights(case, args.weights, args.seeds, tmp)
+                                  for case in ("reviews", "weak_text")}
             results["seeds"] = args.seeds
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results))

@@ -107,9 +107,21 @@ class SaveFitConfig(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
 
+def load_fitted(model: MultimodalModule, datamodule: TabularTextDataModule, ckpt_path: str) -> None:
+    """A fit's weights and fitted preprocessing, read into `model` and `datamodule` (what ``validate``
+    restores through Lightning, for the subcommands that are not Lightning's own)."""
+    checkpoint = read_checkpoint(ckpt_path)
+    state = next((v for v in checkpoint.values() if isinstance(v, dict) and "preprocessor" in v), None)
+    if state is None:
+        raise ConfigError(f"{ckpt_path}: no fitted preprocessor in this checkpoint; give one that mmtab fit wrote")
+    datamodule.load_state_dict(state)  # the checkpoint's fitted preprocessing, not a new fit
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+
+
 class MmtabTrainer(pl.Trainer):
-    """Lightning's `Trainer` with `lr_find` and `explain`, which make ``mmtab lr_find`` and ``mmtab explain``
-    subcommands like ``fit``."""
+    """Lightning's `Trainer` with `lr_find`, `explain` and `embed`, which make ``mmtab lr_find``,
+    ``mmtab explain`` and ``mmtab embed`` subcommands like ``fit``."""
 
     def explain(self, model: MultimodalModule, datamodule: TabularTextDataModule, ckpt_path: str | None = None,
                 output: str | None = None, repeats: int = 5, seed: int = 0, text_rows: int = 20,
@@ -129,19 +141,36 @@ class MmtabTrainer(pl.Trainer):
 
         if not ckpt_path:
             raise ConfigError("mmtab explain needs the fitted model: --ckpt_path best, last or a .ckpt file")
-        checkpoint = read_checkpoint(ckpt_path)
-        state = next((v for v in checkpoint.values() if isinstance(v, dict) and "preprocessor" in v), None)
-        if state is None:
-            raise ConfigError(f"{ckpt_path}: no fitted preprocessor in this checkpoint; give one that mmtab fit wrote")
-        datamodule.load_state_dict(state)  # the checkpoint's fitted preprocessing, not a new fit
-        model.on_load_checkpoint(checkpoint)
-        model.load_state_dict(checkpoint["state_dict"])
+        load_fitted(model, datamodule, ckpt_path)
         frame = datamodule.split_frame("valid")
         result = explain(model.to(self.strategy.root_device), datamodule.preprocessor, frame,
                          output=output or Path(self.default_root_dir) / "explain", repeats=repeats, seed=seed,
                          text_rows=text_rows, overwrite=overwrite, batch_size=datamodule.eval_batch_size)
         print(f"mmtab explain: {len(frame)} validation rows\n" + result.summary(model.task.main_metric))
         return result
+
+    def embed(self, model: MultimodalModule, datamodule: TabularTextDataModule, ckpt_path: str | None = None,
+              output: str | None = None, dim: int = 30, overwrite: bool = False) -> Path:
+        """Every row's text vectors, reduced, in a Parquet file (`mmtab.embeddings.export`). On the
+        command line each option is also spelled ``--embed.<name>`` (``--embed.output``).
+
+        Args:
+            ckpt_path: a fit's checkpoint (``best``, ``last`` or a file), whose text branch (its LoRA
+                adapters among them) computes the vectors; without it, the pretrained encoder as shipped.
+            output: the .parquet file to write; default ``embeddings.parquet`` in ``trainer.default_root_dir``.
+            dim: the principal components kept per text column (fitted on the training rows).
+            overwrite: replace `output` if it exists.
+        """
+        from mmtab.embeddings.export import export_embeddings
+
+        if ckpt_path:
+            load_fitted(model, datamodule, ckpt_path)
+        path, table = export_embeddings(model.to(self.strategy.root_device), datamodule,
+                                        output or Path(self.default_root_dir) / "embeddings.parquet", dim=dim,
+                                        overwrite=overwrite)
+        counts = table["split"].value_counts().to_dict()
+        print(f"mmtab embed: wrote {len(table)} rows ({counts}) with {table.shape[1]} columns to {path}")
+        return path
 
     def lr_find(self, model: MultimodalModule, datamodule: TabularTextDataModule, min_scale: float = 1e-4,
                 max_scale: float = 1000.0, num_steps: int = 100, plot: str | None = None) -> LrFinderResult:
@@ -167,14 +196,15 @@ class MmtabCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {**LightningCLI.subcommands(), "lr_find": {"model", "datamodule"},
-                "explain": {"model", "datamodule"}}
+                "explain": {"model", "datamodule"}, "embed": {"model", "datamodule"}}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if isinstance(kwargs.get("args"), list) and kwargs["args"][:1] == ["explain"]:
+        argv = kwargs.get("args")
+        if isinstance(argv, list) and argv[:1] in (["explain"], ["embed"]):
             # `--explain.output` is the documented spelling; jsonargparse names the method's own options
-            # `--output` (a group named `explain` would clash with the subcommand's)
-            kwargs["args"] = ["explain", *(a.replace("--explain.", "--", 1) if a.startswith("--explain.") else a
-                                           for a in kwargs["args"][1:])]
+            # `--output` (a group named after the subcommand would clash with the subcommand's own)
+            prefix = f"--{argv[0]}."
+            kwargs["args"] = [argv[0], *(a.replace(prefix, "--", 1) if a.startswith(prefix) else a for a in argv[1:])]
         kwargs.setdefault("trainer_class", MmtabTrainer)
         kwargs.setdefault("load_from_checkpoint_support", False)
         kwargs.setdefault("save_config_callback", SaveFitConfig)
@@ -224,13 +254,14 @@ class MmtabCLI(LightningCLI):
         init_from = (config.model.get("init_args") or {}).get("init_from")
         if self.subcommand == "fit" and init_from:
             text_branch_state(init_from, mmap=True)  # a wrong file is named before the run folder is made
-        reads_a_fit = ("validate", "test", "predict", "explain")
+        reads_a_fit = ("validate", "test", "predict", "explain", "embed")
         if self.subcommand in reads_a_fit and config.get("ckpt_path") in ("best", "last"):
             root = config.trainer.default_root_dir or "."
             path, chosen = find_run_checkpoint(config.ckpt_path, root)
             config.ckpt_path = str(path)
             print(f"mmtab: {self.subcommand} with {chosen}")
-        if self.subcommand in ("validate", "test", "predict", "lr_find", "explain") and config.trainer.logger is None:
+        if self.subcommand in ("validate", "test", "predict", "lr_find", "explain", "embed") and \
+                config.trainer.logger is None:
             config.trainer.logger = False  # they report on the terminal (or write --predictions.output)
 
     def instantiate_classes(self) -> None:

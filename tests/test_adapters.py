@@ -112,6 +112,15 @@ def test_a_lora_run_keeps_only_what_trains_and_predicts_from_it(lora_run):
     mmtab("predict", *common, f"--trainer.default_root_dir={tmp / 'one'}", f"--ckpt_path={path}",
           f"--data.predict_path={lora_run['data']}", f"--predictions.output={out}")
     np.testing.assert_allclose(pd.read_csv(out)["prob_1"].head(100).to_numpy(), here["prob_1"].to_numpy(), atol=1e-6)
+    # mmtab embed with the checkpoint: the adapted encoder's vectors, not the pretrained one's
+    vectors = {}
+    for name, ckpt in (("adapted", [f"--ckpt_path={path}"]), ("pretrained", [])):
+        file = tmp / f"{name}.parquet"
+        mmtab("embed", *common, f"--trainer.default_root_dir={tmp / 'one'}", *ckpt, f"--embed.output={file}",
+              "--embed.dim=4")
+        vectors[name] = pd.read_parquet(file).filter(like="_pc").to_numpy()
+    assert vectors["adapted"].shape == vectors["pretrained"].shape
+    assert not np.allclose(vectors["adapted"], vectors["pretrained"], atol=1e-3)
 
 
 def test_a_lora_run_killed_mid_epoch_resumes_bit_identical(lora_run):
