@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from mmtab.tasks import Task
 
 CALIBRATION_KEY = "mmtab_calibration"  # where a checkpoint keeps its temperature and its measures
 BINS = 15  # confidence bins of the expected calibration error and the reliability diagram
@@ -62,3 +66,22 @@ def reliability(probabilities: Tensor, target: Tensor, bins: int = BINS) -> tupl
     conf = torch.bincount(index, weights=confidence.double(), minlength=bins) / rows
     acc = torch.bincount(index, weights=correct.double(), minlength=bins) / rows
     return conf.numpy(), acc.numpy(), rows.numpy()
+
+
+def calibrate(task: Task, output: Tensor, target: Tensor, weights: Tensor | None, *, temperature: float | None = None,
+              world_sum: Callable[[Tensor], Tensor] | None = None) -> dict[str, Any]:
+    """The temperature of raw `output` (fitted, unless given) with the weighted log loss and the ECE
+    before and after it. `world_sum` adds a tensor up over processes: each then fits the same T (the
+    ECE is measured on this process's rows)."""
+    w = torch.ones_like(target, dtype=torch.float32) if weights is None else weights.float()
+
+    def loss_at(t: float) -> float:
+        sums = torch.stack([(w * task.loss(output / t, target)).sum(), w.sum()]).double()
+        if world_sum is not None:
+            sums = world_sum(sums)
+        return float(sums[0] / sums[1].clamp_min(1e-12))
+
+    t = fit_temperature(loss_at) if temperature is None else temperature
+    return {"temperature": t, "log_loss_before": loss_at(1.0), "log_loss_after": loss_at(t),
+            "ece_before": expected_calibration_error(task.activate(output), target),
+            "ece_after": expected_calibration_error(task.activate(output / t), target)}

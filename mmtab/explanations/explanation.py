@@ -27,10 +27,10 @@ from mmtab.artifacts import write_atomically
 from mmtab.data.dataset import TensorTable
 from mmtab.data.preprocessing import TabularPreprocessor
 from mmtab.errors import ConfigError
-from mmtab.explanations.calibration import expected_calibration_error, fit_temperature
+from mmtab.explanations.calibration import calibrate
 from mmtab.explanations.importance import head_outputs, permutation_importance, text_changes
 from mmtab.explanations.plots import plot_importance, plot_reliability
-from mmtab.training.losses import loss_weights, weighted_mean
+from mmtab.training.losses import loss_weights
 
 if TYPE_CHECKING:
     from mmtab.training.module import MultimodalModule
@@ -115,17 +115,10 @@ def calibration_on_rows(module: MultimodalModule, raw: torch.Tensor,
     """The temperature (the checkpoint's, else one fitted here) and its measures on these rows."""
     target = tensors["target"]
     class_weights = None if module.class_weights is None else module.class_weights.cpu()
-    weights = loss_weights(target, tensors.get("weight"), class_weights)
-
-    def loss_at(temperature: float) -> float:
-        return float(weighted_mean(module.task.loss(raw / temperature, target), weights))
-
     applied = module.calibration is not None
-    temperature = module.calibration["temperature"] if applied else fit_temperature(loss_at)
-    return {"temperature": temperature, "applied": applied,
-            "log_loss_before": loss_at(1.0), "log_loss_after": loss_at(temperature),
-            "ece_before": expected_calibration_error(module.task.activate(raw), target),
-            "ece_after": expected_calibration_error(module.task.activate(raw / temperature), target)}
+    measured = calibrate(module.task, raw, target, loss_weights(target, tensors.get("weight"), class_weights),
+                         temperature=module.calibration["temperature"] if applied else None)
+    return {**measured, "applied": applied}
 
 
 def check_output(folder: Path, *, overwrite: bool) -> None:

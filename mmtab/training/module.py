@@ -18,12 +18,12 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 from torch.optim import Optimizer
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
 
 from mmtab.data.dataset import epoch_seed
 from mmtab.embeddings import ProcessShare, TextEmbeddings
 from mmtab.errors import ConfigError, NonFiniteLossError
-from mmtab.explanations.calibration import CALIBRATION_KEY, expected_calibration_error, fit_temperature
+from mmtab.explanations.calibration import CALIBRATION_KEY, calibrate
 from mmtab.explanations.modality import REPORT_KEY, ModalityReport, best_head, format_report, verdict
 from mmtab.models.adapters import ADAPTER_MARK
 from mmtab.models.fusion_model import FusionModel
@@ -226,8 +226,7 @@ class MultimodalModule(pl.LightningModule):
                 self.log("train_loss", loss.detach(), on_step=True, on_epoch=False)
             return loss
         losses = {name: self.task.loss(out, target) for name, out in outputs.items()}
-        metrics, mean_loss = (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics,
-                                                                                      self.test_loss)
+        metrics, mean_loss = self._stage_metrics(stage)
         mean_loss.update(losses["fusion"].detach(), 1.0 if weights is None else weights)  # exact sum(w*l)/sum(w)
         if self.calibrate and stage == "val" and not self.trainer.sanity_checking:
             kept = None if weights is None else weights.detach()
@@ -243,6 +242,10 @@ class MultimodalModule(pl.LightningModule):
                       for name, out in outputs.items()}
             self.modality.update(stage, inputs, target_units, {k: v.detach() for k, v in losses.items()}, weights)
         return weighted_mean(losses["fusion"], weights)
+
+    def _stage_metrics(self, stage: str) -> tuple[MetricCollection, MeanMetric]:
+        """The fused model's metrics and mean loss of an evaluation stage (``val`` or ``test``)."""
+        return (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics, self.test_loss)
 
     def _mark_undefined(self, stage: str, split: str) -> None:
         """Find the metrics this split's rows cannot define (a class with no rows in it), once per
@@ -277,8 +280,7 @@ class MultimodalModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             self.modality.reset(stage)
             return None
-        metrics, mean_loss = (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics,
-                                                                                      self.test_loss)
+        metrics, mean_loss = self._stage_metrics(stage)
         undefined = self._undefined.get(stage, ())
         fused = {name[len(stage) + 1:]: (float("nan") if name in undefined else float(value))
                  for name, value in metrics.compute().items()}
@@ -300,29 +302,16 @@ class MultimodalModule(pl.LightningModule):
                 self.calibration = self._fit_calibration()
             self._calibration_rows = []
 
-    def _fit_calibration(self) -> dict[str, float]:
-        """The temperature of this validation's outputs, and the log loss and ECE before and after it.
-        Under several processes the log loss is summed over all of them, so each finds the same T;
-        the ECE is measured on this process's share of the rows."""
-        output = torch.cat([o for o, _, _ in self._calibration_rows])
-        target = torch.cat([t for _, t, _ in self._calibration_rows])
-        weights = (None if self._calibration_rows[0][2] is None
-                   else torch.cat([w for _, _, w in self._calibration_rows]))
-        w = torch.ones_like(target, dtype=torch.float32) if weights is None else weights.float()
-
-        def loss_at(temperature: float) -> float:
-            sums = torch.stack([(w * self.task.loss(output / temperature, target)).sum(), w.sum()]).double()
-            if self.trainer.world_size > 1:
-                sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-            return float(sums[0] / sums[1].clamp_min(1e-12))
-
-        temperature = fit_temperature(loss_at)
-        before = self.task.activate(output)
-        after = self.task.activate(output / temperature)
-        return {"temperature": temperature, "epoch": self.current_epoch,
-                "log_loss_before": loss_at(1.0), "log_loss_after": loss_at(temperature),
-                "ece_before": expected_calibration_error(before, target),
-                "ece_after": expected_calibration_error(after, target)}
+    def _fit_calibration(self) -> dict[str, Any]:
+        """The temperature of this validation's outputs, and the log loss and ECE before and after it
+        (the log loss summed over every process, so each finds the same T)."""
+        rows = self._calibration_rows
+        weights = None if rows[0][2] is None else torch.cat([w for _, _, w in rows])
+        world_sum = ((lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if self.trainer.world_size > 1
+                     else None)
+        measured = calibrate(self.task, torch.cat([o for o, _, _ in rows]), torch.cat([t for _, t, _ in rows]),
+                             weights, world_sum=world_sum)
+        return {**measured, "epoch": self.current_epoch}
 
     def on_test_epoch_end(self) -> None:
         self._log_undefined("test")
