@@ -28,9 +28,8 @@ from mmtab.data.dataset import TensorTable
 from mmtab.data.preprocessing import TabularPreprocessor
 from mmtab.errors import ConfigError
 from mmtab.explanations.calibration import calibrate
-from mmtab.explanations.importance import head_outputs, permutation_importance, text_changes
+from mmtab.explanations.importance import head_outputs, permutation_importance, row_weights, text_changes
 from mmtab.explanations.plots import plot_importance, plot_reliability
-from mmtab.training.losses import loss_weights
 
 if TYPE_CHECKING:
     from mmtab.training.module import MultimodalModule
@@ -95,12 +94,12 @@ def explain(module: MultimodalModule, preprocessor: TabularPreprocessor, frame: 
         table = TensorTable(preprocessor.transform(frame))
         module.text_embeddings.attach(module.net, table)  # a frozen encoder's vectors: shuffled, never recomputed
         tensors = table.tensors
+        raw = head_outputs(module, tensors, batch_size=batch_size)  # once: importance, text and calibration share it
         importance, scores = permutation_importance(module, preprocessor, tensors, repeats=repeats, seed=seed,
-                                                    batch_size=batch_size)
+                                                    batch_size=batch_size, output=raw)
         changes = (text_changes(module, preprocessor, tensors, frame, rows=text_rows, seed=seed,
-                                batch_size=batch_size)
+                                batch_size=batch_size, output=raw)
                    if preprocessor.spec.text else None)
-        raw = head_outputs(module, tensors, batch_size=batch_size)
         calibration = (calibration_on_rows(module, raw, tensors) if module.task.classification else None)
     finally:
         module.train(was_training)
@@ -113,10 +112,8 @@ def explain(module: MultimodalModule, preprocessor: TabularPreprocessor, frame: 
 def calibration_on_rows(module: MultimodalModule, raw: torch.Tensor,
                         tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The temperature (the checkpoint's, else one fitted here) and its measures on these rows."""
-    target = tensors["target"]
-    class_weights = None if module.class_weights is None else module.class_weights.cpu()
     applied = module.calibration is not None
-    measured = calibrate(module.task, raw, target, loss_weights(target, tensors.get("weight"), class_weights),
+    measured = calibrate(module.task, raw, tensors["target"], row_weights(module, tensors),
                          temperature=module.calibration["temperature"] if applied else None)
     return {**measured, "applied": applied}
 

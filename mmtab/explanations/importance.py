@@ -126,21 +126,28 @@ def scores(module: MultimodalModule, output: Tensor, tensors: Mapping[str, Tenso
     target = tensors["target"]
     metric = task.metrics(module.net.head.n_outputs, module.ordered_classes)[task.main_metric]
     metric.update(module.in_target_units(task.metric_inputs(output)), module.in_target_units(target))
-    class_weights = None if module.class_weights is None else module.class_weights.cpu()
-    weights = loss_weights(target, tensors.get("weight"), class_weights)
-    loss = weighted_mean(task.loss(output, target), weights)
+    loss = weighted_mean(task.loss(output, target), row_weights(module, tensors))
     return {task.main_metric: float(metric.compute()), "loss": float(loss)}
+
+
+def row_weights(module: MultimodalModule, tensors: Mapping[str, Tensor]) -> Tensor | None:
+    """Each row's weight in the loss (sample weight times class weight), as training weighs it."""
+    class_weights = None if module.class_weights is None else module.class_weights.cpu()
+    return loss_weights(tensors["target"], tensors.get("weight"), class_weights)
 
 
 def permutation_importance(module: MultimodalModule, preprocessor: TabularPreprocessor,
                            tensors: Mapping[str, Tensor], *, repeats: int = 5, seed: int = 0,
-                           batch_size: int = 4096) -> tuple[pd.DataFrame, dict[str, float]]:
+                           batch_size: int = 4096,
+                           output: Tensor | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """(one row per column: ``column``, ``kind``, ``importance`` (the drop in the main metric), ``std``,
     ``loss_increase``, ``loss_std``, sorted by importance; the unshuffled scores)."""
     if "target" not in tensors:
         raise ValueError("permutation importance needs labelled rows (the target column)")
     slots = preprocessor.options.text_slots(len(preprocessor.spec.text)) if preprocessor.spec.text else 0
-    base = scores(module, head_outputs(module, tensors, batch_size=batch_size), tensors)
+    if output is None:  # the unshuffled rows' raw outputs, when the caller has not computed them already
+        output = head_outputs(module, tensors, batch_size=batch_size)
+    base = scores(module, output, tensors)
     main = module.task.main_metric
     generator = torch.Generator().manual_seed(seed)
     rows = []
@@ -162,7 +169,7 @@ def permutation_importance(module: MultimodalModule, preprocessor: TabularPrepro
 
 def text_changes(module: MultimodalModule, preprocessor: TabularPreprocessor, tensors: Mapping[str, Tensor],
                  frame: pd.DataFrame, *, rows: int = 20, draws: int = 10, seed: int = 0,
-                 batch_size: int = 4096) -> pd.DataFrame:
+                 batch_size: int = 4096, output: Tensor | None = None) -> pd.DataFrame:
     """The `rows` rows whose prediction their own text moved most: each row's prediction against the
     mean of its predictions with the texts of `draws` other rows drawn at random (the rest of the row
     kept), i.e. against what a typical text would have said. (Not against "no text": a row without
@@ -171,7 +178,9 @@ def text_changes(module: MultimodalModule, preprocessor: TabularPreprocessor, te
     probabilities (for values, the absolute change); the table holds the texts, the target, both
     predictions and the change."""
     task = module.task
-    own = module.in_target_units(task.activate(head_outputs(module, tensors, batch_size=batch_size)))
+    if output is None:
+        output = head_outputs(module, tensors, batch_size=batch_size)
+    own = module.in_target_units(task.activate(output))
     every_text = Column("text", "text")
     slots = preprocessor.options.text_slots(len(preprocessor.spec.text))
     generator = torch.Generator().manual_seed(seed)
