@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmtab.embeddings.export import Pca
+from mmtab.models.reduction import Pca
 
 from .test_cli import mmtab
 

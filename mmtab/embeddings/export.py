@@ -8,13 +8,15 @@ file the config does not name (an id, say), and each text column's vector reduce
 numbers (``<column>_pc0``, ...; ``text_pc0``, ... for texts joined into one). As MulTaBench builds
 its target-aware representations: each text's mean-pooled vector is L2-normalised, then projected
 on the principal components of the training rows' vectors (PCA fitted on the training rows only).
+A branch that reduces its own vectors (``net.text.reduce_to``: target-aware vectors, say) gives its
+reduced vectors, the first ``dim`` of them; where its fit cross-fitted the training rows, those rows'
+vectors are the cross-fitted ones the model trained on.
 Vectors come from the embedding cache where it has them (`TextEmbeddings`), so a second export of
 the same texts and weights encodes nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,9 @@ import torch
 from torch import Tensor
 
 from mmtab.artifacts import write_atomically
+from mmtab.embeddings.target_aware import crossfit_vectors
 from mmtab.errors import ConfigError
+from mmtab.models.reduction import Pca
 
 if TYPE_CHECKING:
     from mmtab.data.datamodule import TabularTextDataModule
@@ -33,31 +37,15 @@ if TYPE_CHECKING:
 SPLITS = ("train", "valid", "test")
 
 
-@dataclass(frozen=True)
-class Pca:
-    """The principal components of a set of vectors: ``(x - mean) @ components.T``."""
-
-    mean: Tensor  # (width,)
-    components: Tensor  # (dim, width), the first of largest variance; signs fixed (largest entry positive)
-
-    @classmethod
-    def fit(cls, x: Tensor, dim: int) -> Pca:
-        x = x.double()
-        mean = x.mean(dim=0)
-        _, _, vt = torch.linalg.svd(x - mean, full_matrices=False)
-        components = vt[:dim]
-        signs = torch.sign(components.gather(1, components.abs().argmax(dim=1, keepdim=True)))
-        return cls(mean=mean, components=components * signs)  # a deterministic sign, as scikit-learn's svd_flip
-
-    def transform(self, x: Tensor) -> Tensor:
-        return ((x.double() - self.mean) @ self.components.T).float()
-
-
 def text_vectors(module: MultimodalModule, tensors: dict[str, Tensor]) -> Tensor:
     """(N, slots, width) L2-normalised pooled vectors of a table whose frozen-branch vectors are attached
-    (``text_embedding``); a missing text gets the branch's no-text vector, as the model sees it."""
+    (``text_embedding``); a missing text gets the branch's no-text vector, as the model sees it. A branch
+    that reduces its vectors (``reduce_to``) gives its reduced ones, (N, slots, reduce_to)."""
     text = module.net.text
-    pooled = text({"text_embedding": tensors["text_embedding"], "has_text": tensors["has_text"]}, frozen=True)
+    batch = {"text_embedding": tensors["text_embedding"], "has_text": tensors["has_text"]}
+    if text.reduction is not None:
+        return text(batch, frozen=True).view(len(batch["has_text"]), text.columns, -1)
+    pooled = text.pooled(batch, frozen=True)
     slots = pooled.view(len(pooled), text.columns, -1)
     return torch.nn.functional.normalize(slots.float(), dim=-1)
 
@@ -87,7 +75,11 @@ def export_embeddings(module: MultimodalModule, datamodule: TabularTextDataModul
                     continue
                 table = datamodule.table(split)
                 module.text_embeddings.attach(net, table)
-                vectors[split] = text_vectors(module, table.tensors)
+                tensors = dict(table.tensors)
+                if split == "train" and module.crossfit is not None:  # what the model trained on: no row's
+                    tensors["text_embedding"] = crossfit_vectors(  # own target in its vector
+                        module.text_embeddings, net.text, table, module.crossfit).view(len(table), -1)
+                vectors[split] = text_vectors(module, tensors)
                 frames[split] = datamodule.with_every_column(split)
     finally:
         if not was_frozen:
@@ -96,7 +88,12 @@ def export_embeddings(module: MultimodalModule, datamodule: TabularTextDataModul
     slots, width = train.shape[1], train.shape[2]
     dim = min(dim, width, len(train))
     names = datamodule.spec.text if slots == len(datamodule.spec.text) and slots > 1 else ["text"]
-    pcas = [Pca.fit(train[:, s], dim) for s in range(slots)]
+    if net.text.reduction is not None:  # the branch's own components (fitted on the training rows): the first dim
+        eye = torch.eye(width, dtype=torch.float64)
+        first = Pca(mean=torch.zeros(width, dtype=torch.float64), components=eye[:dim])
+        pcas = [first] * slots
+    else:
+        pcas = [Pca.fit(train[:, s], dim) for s in range(slots)]
     named = set(datamodule.spec.columns())
     parts = []
     for split, frame in frames.items():

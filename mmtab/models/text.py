@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor, nn
 
 from mmtab.models.adapters import LoraAdapters, hold_base_fixed
 from mmtab.models.pooling import MeanPooling, PoolingFactory
+from mmtab.models.reduction import TextReduction
 from mmtab.pretrained import check_runs_no_code, resolve_pretrained
 
 
@@ -31,6 +33,11 @@ class TextEncoder(nn.Module):
             of the encoder's weights (the pooling and the no-text vector train as before), in their own
             param group ``text.adapters`` at the text part's rates; checkpoints keep them without the
             base weights, which come from `pretrained` again.
+        reduce_to: each text's pooled vector L2-normalised and projected on its first `reduce_to`
+            principal components over the training rows (`TextReduction`, fitted when fitting starts,
+            kept in the checkpoint), so the branch gives ``columns x reduce_to`` numbers: MulTaBench's
+            reduction (30) of target-aware vectors, and a narrow input for a head trained on few rows.
+            None: the pooled vectors as they are.
 
     Two ways in: ``forward`` encodes a batch (training the encoder, or any time); while the owner
     holds the encoder frozen and the batch carries ``text_embedding`` (vectors computed once per
@@ -42,7 +49,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, *, pretrained: str, pooling: PoolingFactory = MeanPooling,
                  trust_remote_code: bool = False, columns: int | None = None,
-                 lora: LoraAdapters | None = None) -> None:
+                 lora: LoraAdapters | None = None, reduce_to: int | None = None) -> None:
         super().__init__()
         from transformers import AutoModel
 
@@ -56,7 +63,10 @@ class TextEncoder(nn.Module):
             self.encoder.pooler = None
         self.pooling = pooling(self.encoder.config.hidden_size)
         self.columns = columns or 1
-        self.out_features: int = self.pooling.out_features * self.columns
+        self.pooled_features: int = self.pooling.out_features * self.columns  # before any reduction
+        self.reduction = (None if reduce_to is None else
+                          TextReduction(self.columns, self.pooling.out_features, reduce_to))
+        self.out_features: int = self.pooled_features if self.reduction is None else self.reduction.out_features
         self.no_text = nn.Parameter(torch.zeros(self.pooling.out_features))  # one per column's slot, shared
         self.lora = lora
         if lora is not None:
@@ -80,6 +90,11 @@ class TextEncoder(nn.Module):
     def forward(self, batch: Mapping[str, Tensor], *, frozen: bool = False) -> Tensor:
         """`frozen`: the owner holds these weights fixed (`FusionModel` passes its own frozen state),
         so the batch's precomputed ``text_embedding`` may stand in for the encoder."""
+        pooled = self.pooled(batch, frozen=frozen)
+        return pooled if self.reduction is None else self.reduction(pooled)
+
+    def pooled(self, batch: Mapping[str, Tensor], *, frozen: bool = False) -> Tensor:
+        """(B, pooled_features): each slot's pooled vector, or the no-text vector; before any reduction."""
         if frozen and "text_embedding" in batch:
             pooled = batch["text_embedding"]
         else:
@@ -87,6 +102,24 @@ class TextEncoder(nn.Module):
         has_text = batch["has_text"].view(len(pooled), -1, 1)  # (B, 1, 1) or (B, C, 1)
         slots = pooled.view(len(pooled), has_text.shape[1], -1)  # (B, 1 or C, pooled width)
         return torch.where(has_text, slots, self.no_text.to(pooled.dtype)).flatten(1)
+
+    def unreduced(self) -> TextEncoder:
+        """A copy of this branch, weights and adapters included, that gives its pooled vectors: what a
+        text-only head trains its adapters through before the reduction is fitted (`load_trained`
+        takes the trained weights back)."""
+        twin = copy.deepcopy(self)
+        twin.reduction = None
+        twin.out_features = twin.pooled_features
+        return twin
+
+    def load_trained(self, twin: TextEncoder) -> None:
+        """Take every weight of `twin` (an `unreduced` copy, trained) except the reduction."""
+        own = self.state_dict()
+        theirs = {k: v for k, v in twin.state_dict().items() if not k.startswith("reduction.")}
+        missing = [k for k in own if k not in theirs and not k.startswith("reduction.")]
+        if missing:
+            raise ValueError(f"the trained copy lacks {missing[:5]}")
+        self.load_state_dict({**own, **theirs})
 
 
 def encoder_blocks(encoder: nn.Module) -> dict[str, nn.Module]:

@@ -20,8 +20,16 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
 
-from mmtab.data.dataset import epoch_seed
+from mmtab.data.dataset import TensorTable, epoch_seed
 from mmtab.embeddings import ProcessShare, TextEmbeddings
+from mmtab.embeddings.target_aware import (
+    CROSSFIT_KEY,
+    FITS_KEY,
+    CrossFit,
+    TargetAware,
+    crossfit_vectors,
+    fit_target_aware,
+)
 from mmtab.errors import ConfigError, NonFiniteLossError
 from mmtab.explanations.calibration import CALIBRATION_KEY, calibrate
 from mmtab.explanations.modality import REPORT_KEY, ModalityReport, best_head, format_report, verdict
@@ -102,6 +110,7 @@ class MultimodalModule(pl.LightningModule):
         compile: bool = False,
         ordered_classes: bool = False,
         calibrate: bool = False,
+        target_aware: TargetAware | None = None,
     ) -> None:
         super().__init__()
         # NOTE: no `save_hyperparameters`: the model is an object, not a config. `mmtab fit` stores the
@@ -147,6 +156,11 @@ class MultimodalModule(pl.LightningModule):
         self._calibration_rows: list[tuple[Tensor, Tensor, Tensor | None]] = []
         self.init_from = init_from
         self.text_embeddings = text_embeddings
+        self.target_aware = target_aware
+        if target_aware is not None:
+            target_aware.check(self)
+        self.adapter_fits: list[dict[str, Any]] | None = None  # what the target-aware fits did (the checkpoint's)
+        self.crossfit: CrossFit | None = None
         if net.text is not None:
             text_embeddings.check()  # before any text is encoded, not after
         self.compile_net, self._compiled = compile, False
@@ -408,6 +422,9 @@ class MultimodalModule(pl.LightningModule):
         checkpoint's weights were loaded by its strategy already: nothing is left here to compare.)"""
         self.modality_report = checkpoint.get(REPORT_KEY)
         self.calibration = checkpoint.get(CALIBRATION_KEY)  # a fit that calibrated: predict applies it
+        self.adapter_fits = checkpoint.get(FITS_KEY)
+        if CROSSFIT_KEY in checkpoint:
+            self.crossfit = CrossFit.from_checkpoint(checkpoint[CROSSFIT_KEY])
         theirs = checkpoint.get("state_dict") or {}
         if not theirs:
             return
@@ -456,6 +473,10 @@ class MultimodalModule(pl.LightningModule):
             checkpoint[REPORT_KEY] = self.modality_report
         if self.calibration is not None:
             checkpoint[CALIBRATION_KEY] = self.calibration
+        if self.adapter_fits is not None:
+            checkpoint[FITS_KEY] = self.adapter_fits
+        if self.crossfit is not None:
+            checkpoint[CROSSFIT_KEY] = self.crossfit.to_checkpoint()
         bad = [name for name, p in self.net.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise NonFiniteLossError(f"weights are no longer finite at step {self.global_step} (epoch "
@@ -471,7 +492,38 @@ class MultimodalModule(pl.LightningModule):
         for optimizer in self.trainer.optimizers:
             check_optimizer(self.net, optimizer)
             rank_zero_info("mmtab param groups (peak lr per part):\n" + format_param_groups(optimizer))
+        if self.target_aware is not None and self.adapter_fits is None:  # a resumed run's checkpoint has them
+            if not hasattr(datamodule, "table"):
+                raise ConfigError("model.target_aware fits its adapters on the data module's training rows: fit with a "
+                                  "TabularTextDataModule (trainer.fit(module, datamodule=...))")
+            self.crossfit = fit_target_aware(self, datamodule.table("train"), seed=datamodule.seed)
         self._attach_text_embeddings("train", "valid")
+        if hasattr(datamodule, "table"):
+            train = datamodule.table("train")
+            if self.crossfit is not None:  # each training row's vector from the adapter that never saw it
+                train.put("text_embedding", crossfit_vectors(self.text_embeddings, self.net.text, train,
+                                                             self.crossfit).view(len(train), -1))
+            self._fit_reduction(train)
+
+    def _fit_reduction(self, train: TensorTable) -> None:
+        """A text branch that reduces its vectors (``net.text.reduce_to``) fits the reduction on the
+        training rows' pooled vectors before the first step (a resumed run restored it already)."""
+        text = self.net.text
+        if text is None or text.reduction is None or text.reduction.is_fitted():
+            return
+        tensors = train.tensors
+        if "text_embedding" in tensors:  # frozen: the vectors the model will read
+            vectors = tensors["text_embedding"]
+        else:
+            ids, mask = tensors["input_ids"], tensors["attention_mask"]
+            vectors = self.text_embeddings.embed(text, ids.flatten(0, ids.ndim - 2),
+                                                 mask.flatten(0, mask.ndim - 2)).view(len(ids), -1)
+        with torch.no_grad():
+            pooled = text.pooled({"text_embedding": vectors.to(text.no_text.device), "has_text": tensors["has_text"]
+                                  .to(text.no_text.device)}, frozen=True)
+        text.reduction.fit(pooled)
+        rank_zero_info(f"text reduction: each text's vector to its first {text.reduction.dim} principal components "
+                       f"over the {len(pooled)} training rows")
 
     def on_fit_end(self) -> None:
         """The modality report of the checkpoint a user will take (the best one where a checkpoint
