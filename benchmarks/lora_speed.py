@@ -62,7 +62,7 @@ def main() -> None:
                                        "--trainer.max_epochs=1", f"--trainer.precision={args.precision}",
                                        f"--trainer.default_root_dir={tmp}", "--data.max_length=128", *WAYS[way])
                 epoch_s = timer.seconds
-                if way == "tar":  # the adapter fit's epoch (its held-out pass included), over as many rows as the others'
+                if way == "tar":  # the adapter fit's epoch (its held-out pass included), over the others' rows
                     fit = cli.model.adapter_fits[0]
                     epoch_s = fit["seconds"] / fit["epochs"] * len(cli.datamodule.table("train")) / fit["rows"]
                 seconds[way].append(round(epoch_s, 2))

@@ -101,7 +101,8 @@ def scores(table: pd.DataFrame, rows: pd.DataFrame, target: str, positive: objec
         return {"auroc": float(roc_auc_score(yes, p1)), "accuracy": float(accuracy_score(yes, p1 > 0.5)),
                 "log_loss": float(log_loss(yes, p1))}
     labels = np.array([int(float(c)) for c in classes])
-    predicted = labels[p.argmax(axis=1)] if "predicted" not in table else table["predicted"].astype(float).to_numpy()
+    # mmtab's ordinal prediction (the median class) where it wrote one; else the likeliest class
+    predicted = table["prediction"].astype(float).to_numpy() if "prediction" in table else labels[p.argmax(axis=1)]
     return {"qwk": float(cohen_kappa_score(y, predicted.astype(int), weights="quadratic")),
             "accuracy": float(accuracy_score(y, predicted.astype(int))),
             "log_loss": float(log_loss(y, p, labels=labels))}

@@ -58,6 +58,11 @@ class Task:
         """How many classes a model with `n_outputs` outputs tells apart (0 for regression)."""
         return n_outputs if self.classification else 0
 
+    def constant_output(self, target: Tensor, n_outputs: int) -> Tensor:
+        """(1, n_outputs): the best prediction that ignores the inputs, learned from these targets (the
+        baseline a model must beat: its loss is what the target alone costs)."""
+        raise NotImplementedError
+
     def class_problems(self, classes: Sequence[Any], target: str) -> list[str]:
         """Problems with the classes found in the training rows (none for regression)."""
         return []
@@ -128,6 +133,10 @@ class _Classification(Task):
 
     def n_outputs(self, n_classes: int) -> int:
         return n_classes
+
+    def constant_output(self, target: Tensor, n_outputs: int) -> Tensor:
+        counts = torch.bincount(target.long(), minlength=n_outputs).double() + 0.5  # the class shares, smoothed
+        return counts.log().float().view(1, -1)
 
     def class_problems(self, classes: Sequence[Any], target: str) -> list[str]:
         if len(classes) >= 2:
@@ -230,6 +239,12 @@ class OrdinalTask(_Classification):
     def n_classes(self, n_outputs: int) -> int:
         return n_outputs + 1
 
+    def constant_output(self, target: Tensor, n_outputs: int) -> Tensor:
+        k = torch.arange(n_outputs)
+        beyond = (target.view(-1, 1) > k).sum(dim=0).double() + 0.5  # rows past class k
+        at = (target.view(-1, 1) == k).sum(dim=0).double() + 0.5  # rows that stop at k
+        return (beyond.log() - at.log()).float().view(1, -1)  # the logit of P(y > k | y > k-1)
+
     def _loss(self, output: Tensor, target: Tensor) -> Tensor:
         k = torch.arange(output.shape[1], device=output.device)  # (K-1,)
         active = target.unsqueeze(1) >= k  # task k is conditioned on y > k-1
@@ -285,6 +300,9 @@ class RegressionTask(Task):
 
     def n_outputs(self, n_classes: int) -> int:
         return 1
+
+    def constant_output(self, target: Tensor, n_outputs: int) -> Tensor:
+        return target.float().mean().view(1, 1)
 
     def encode_target(self, values: pd.Series, classes: Sequence[Any]) -> tuple[Tensor, list[str]]:
         numbers = pd.to_numeric(values, errors="coerce")

@@ -18,6 +18,11 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def build(config: Path, tmp_path: Path, extra: list[str]) -> MmtabCLI:
+    model = yaml.safe_load(config.read_text())["model"]
+    if "lora" in model.get("net", {}).get("text", {}):
+        extra = ["--model.net.text.lora.last_layers=1", *extra]  # the tiny BERT has 2 layers, MiniLM 6
+    if model.get("target_aware"):  # the adapter fit, as short as the model's own: a few rows, one epoch
+        extra = ["--model.target_aware.max_epochs=1", "--model.target_aware.max_rows=100", *extra]
     cli = MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
                    save_config_callback=None,
                    args=["--config", str(config), "--trainer.logger=false", "--trainer.max_steps=2",

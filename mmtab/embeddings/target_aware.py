@@ -123,7 +123,7 @@ class AdapterFit:
     epochs: int
     best_epoch: int
     holdout_loss: float  # at the best epoch
-    prior_loss: float  # of the best constant prediction (the class shares, or the mean) on the held-out rows
+    prior_loss: float  # of the best constant prediction (`Task.constant_output`) on the held-out rows
     seconds: float
 
 
@@ -250,19 +250,12 @@ class _KeepBest(pl.Callback):
 
 
 def prior_loss(module: MultimodalModule, table: TensorTable, fit_rows: np.ndarray, holdout_rows: np.ndarray) -> float:
-    """The held-out rows' mean loss under the best constant prediction learned from `fit_rows`: the
-    class shares (binary, multiclass) or the mean (regression); NaN for an ordinal target. An adapter
-    fit whose held-out loss is barely below it found little in the text about this target."""
+    """The held-out rows' mean loss under the best constant prediction learned from `fit_rows` (the class
+    shares, the mean: `Task.constant_output`). An adapter fit whose held-out loss is barely below it found
+    little in the text about this target."""
     target = table.tensors["target"]
     fit, held = target[torch.as_tensor(fit_rows)], target[torch.as_tensor(holdout_rows)]
-    outputs = module.net.head.n_outputs
-    if module.task.name == "regression":
-        constant = fit.float().mean().view(1, 1)
-    elif module.task.name in ("binary", "multiclass"):
-        counts = torch.bincount(fit.long(), minlength=outputs).double() + 0.5
-        constant = counts.log().float().view(1, -1)
-    else:
-        return math.nan
+    constant = module.task.constant_output(fit, module.net.head.n_outputs)
     return float(module.task.loss(constant.expand(len(held), -1), held).mean())
 
 
