@@ -88,12 +88,14 @@ def export_embeddings(module: MultimodalModule, datamodule: TabularTextDataModul
     slots, width = train.shape[1], train.shape[2]
     dim = min(dim, width, len(train))
     names = datamodule.spec.text if slots == len(datamodule.spec.text) and slots > 1 else ["text"]
-    if net.text.reduction is not None:  # the branch's own components (fitted on the training rows): the first dim
-        eye = torch.eye(width, dtype=torch.float64)
-        first = Pca(mean=torch.zeros(width, dtype=torch.float64), components=eye[:dim])
-        pcas = [first] * slots
+    if net.text.reduction is not None:  # the branch's own components, fitted on the training rows: the first dim
+        def reduce(split: str, s: int) -> np.ndarray:
+            return vectors[split][:, s, :dim].numpy()
     else:
         pcas = [Pca.fit(train[:, s], dim) for s in range(slots)]
+
+        def reduce(split: str, s: int) -> np.ndarray:
+            return pcas[s].transform(vectors[split][:, s]).numpy()
     named = set(datamodule.spec.columns())
     parts = []
     for split, frame in frames.items():
@@ -101,8 +103,8 @@ def export_embeddings(module: MultimodalModule, datamodule: TabularTextDataModul
         for col in frame.columns:
             if col not in named and col not in ("row", "split"):
                 out[col] = frame[col].to_numpy()
-        for s, (name, pca) in enumerate(zip(names, pcas, strict=True)):
-            reduced = pca.transform(vectors[split][:, s]).numpy()
+        for s, name in enumerate(names):
+            reduced = reduce(split, s)
             for i in range(dim):
                 out[f"{name}_pc{i}"] = reduced[:, i].astype(np.float32)
         parts.append(out)

@@ -325,7 +325,7 @@ class LowerLayers:
         probe = slice(0, min(8, len(ids)))
         whole = copy.deepcopy(twin).eval()
         embeddings, layers = _embeddings_and_layers(twin.encoder)
-        _set_embeddings(twin.encoder, _CachedStates(self.hidden))
+        twin.encoder.embeddings = _CachedStates(self.hidden)
         for i in range(self.first):
             layers[i] = _PassThrough()
         was_training = twin.training
@@ -376,10 +376,6 @@ def _embeddings_and_layers(encoder: nn.Module) -> tuple[nn.Module | None, nn.Mod
     if layers is None or not isinstance(embeddings, nn.Module):
         return None, nn.ModuleList()
     return embeddings, layers
-
-
-def _set_embeddings(encoder: nn.Module, module: nn.Module) -> None:
-    encoder.embeddings = module
 
 
 def crossfit_vectors(embeddings: TextEmbeddings, text: TextEncoder, table: TensorTable, crossfit: CrossFit) -> Tensor:

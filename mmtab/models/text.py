@@ -105,21 +105,11 @@ class TextEncoder(nn.Module):
 
     def unreduced(self) -> TextEncoder:
         """A copy of this branch, weights and adapters included, that gives its pooled vectors: what a
-        text-only head trains its adapters through before the reduction is fitted (`load_trained`
-        takes the trained weights back)."""
+        text-only head trains its adapters through before the reduction is fitted."""
         twin = copy.deepcopy(self)
         twin.reduction = None
         twin.out_features = twin.pooled_features
         return twin
-
-    def load_trained(self, twin: TextEncoder) -> None:
-        """Take every weight of `twin` (an `unreduced` copy, trained) except the reduction."""
-        own = self.state_dict()
-        theirs = {k: v for k, v in twin.state_dict().items() if not k.startswith("reduction.")}
-        missing = [k for k in own if k not in theirs and not k.startswith("reduction.")]
-        if missing:
-            raise ValueError(f"the trained copy lacks {missing[:5]}")
-        self.load_state_dict({**own, **theirs})
 
 
 def encoder_blocks(encoder: nn.Module) -> dict[str, nn.Module]:
