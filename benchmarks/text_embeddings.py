@@ -18,8 +18,9 @@ Variants:
 * ``tar``: configs/small_table_tar.yaml / configs/reviews_tar.yaml: the adapters fitted on the
   target first (one ``mmtab fit``), then the same model on their reduced vectors.
 * ``tar_crossfit``: ``tar`` with ``model.target_aware.crossfit: 3``.
-* ``default``: the case's shipped recipe (configs/small_table_text.yaml; configs/reviews_demo.yaml;
-  configs/reviews_rating.yaml).
+* ``default``: the case's shipped recipe (configs/small_table_text_choice.yaml, which chooses between
+  the table alone, frozen and target-aware text on rows held out from the training rows: its
+  ``choices`` are what each seed chose; configs/reviews_demo.yaml; configs/reviews_rating.yaml).
 * ``hgb_frozen`` / ``hgb_tar``: HistGradientBoosting (default settings) on the table's columns and
   the 30 components that ``mmtab embed`` writes from the ``frozen`` / ``tar`` checkpoint (for ``tar``
   the cross-fitted training vectors where the fit cross-fitted).
@@ -69,7 +70,7 @@ RATING = ["--data.target=Rating", "--data.task=ordinal"]
 # overrides, the TAR config and its overrides, the shipped recipe and its overrides)
 CASES = {
     "weak_text": ("weak_text", "income", ">50K", ("small_table.yaml", []), ("small_table_tar.yaml", []),
-                  ("small_table_text.yaml", [])),
+                  ("small_table_text_choice.yaml", [])),
     "reviews": ("reviews", "Recommended IND", 1, ("reviews_tabular.yaml", []), ("reviews_tar.yaml", []),
                 ("reviews_demo.yaml", [])),
     "rating": ("reviews", "Rating", None, ("reviews_tabular.yaml", RATING), ("reviews_tar.yaml", RATING),
@@ -112,7 +113,10 @@ def mmtab_run(config: str, extra: list[str], data: Path, valid: pd.DataFrame, ta
               seed: int, work: Path, precision: str) -> tuple[dict[str, float], Path]:
     fit_s, best = fit_mmtab(CONFIGS / config, data, seed, work, f"--trainer.precision={precision}", *extra)
     module, pre = load_checkpoint(best)
-    return {**scores(predict_frame(module, pre, valid), valid, target, positive), "fit_s": fit_s}, best
+    result = {**scores(predict_frame(module, pre, valid), valid, target, positive), "fit_s": fit_s}
+    if module.text_choice_report is not None:
+        result["choice"] = module.text_choice_report["choice"]
+    return result, best
 
 
 def exported(best: Path, config: str, extra: list[str], data: Path, seed: int, work: Path) -> pd.DataFrame:
@@ -181,7 +185,14 @@ def run_case(name: str, seeds: list[int], variants: list[str], precision: str, t
                 result = hgb_on_vectors(df, vectors, target, positive, table_cols, seed)
                 runs[f"hgb_{kind}"].append(result)
                 print(f"{name} seed {seed} hgb_{kind}: {result}", flush=True)
-    return {v: {**mean_over_seeds(r), "seeds": seeds, "precision": precision} for v, r in runs.items() if r}
+    summary = {}
+    for variant, measured in runs.items():
+        if not measured:
+            continue
+        choices = [r.pop("choice") for r in measured if "choice" in r]
+        summary[variant] = {**mean_over_seeds(measured), "seeds": seeds, "precision": precision,
+                            **({"choices": choices} if choices else {})}
+    return summary
 
 
 def reference_seconds(precision: str, tmp: Path) -> float:

@@ -22,6 +22,7 @@ _WHERE = {
     "TabularPreprocessor": "mmtab.data.preprocessing",
     "TextEmbeddings": "mmtab.embeddings",
     "TargetAware": "mmtab.embeddings.target_aware",
+    "TextChoice": "mmtab.embeddings.text_choice",
     "ActivationStats": "mmtab.diagnostics.activation_stats",
     "Initialize": "mmtab.diagnostics.init",
     "find_lr": "mmtab.diagnostics.lr_finder",

@@ -23,6 +23,8 @@ def build(config: Path, tmp_path: Path, extra: list[str]) -> MmtabCLI:
         extra = ["--model.net.text.lora.last_layers=1", *extra]  # the tiny BERT has 2 layers, MiniLM 6
     if model.get("target_aware"):  # the adapter fit, as short as the model's own: a few rows, one epoch
         extra = ["--model.target_aware.max_epochs=1", "--model.target_aware.max_rows=100", *extra]
+    if model.get("text_choice"):  # each candidate's fit one epoch long
+        extra = ["--model.text_choice.max_epochs=1", *extra]
     cli = MmtabCLI(MultimodalModule, TabularTextDataModule, subclass_mode_model=True, run=False,
                    save_config_callback=None,
                    args=["--config", str(config), "--trainer.logger=false", "--trainer.max_steps=2",

@@ -33,9 +33,10 @@ HEADS = ("fusion", "tabular", "text")  # what --predictions.head chooses among (
 
 
 class PairedLoss(Metric):
-    """A branch's weighted mean loss, and the weighted mean and spread of its per-row difference from the
-    fused model's loss on the same rows: one metric, so one update per branch and batch (the report
-    must cost little), summed over processes like any torchmetrics state."""
+    """A head's weighted mean loss, and the weighted mean and standard error of its per-row difference
+    from a reference head's loss on the same rows (the fused model's, in the report): one metric, so one
+    update per branch and batch (the report must cost little), summed over processes like any
+    torchmetrics state. The text choice (`mmtab.embeddings.text_choice`) compares its candidates with it."""
 
     full_state_update = False
 
@@ -44,9 +45,9 @@ class PairedLoss(Metric):
         for name in ("wl", "wd", "wd2", "w", "n"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, branch: Tensor, fused: Tensor, weights: Tensor | None) -> None:
+    def update(self, branch: Tensor, reference: Tensor, weights: Tensor | None) -> None:
         w = torch.ones_like(branch) if weights is None else weights.to(branch.dtype)
-        d = (branch - fused).double()
+        d = (branch - reference).double()
         w = w.double()
         self.wl += (w * branch.double()).sum()
         self.wd += (w * d).sum()
@@ -57,8 +58,8 @@ class PairedLoss(Metric):
     def compute(self) -> dict[str, float]:
         w = float(self.w.clamp_min(1e-300))
         mean, mean_sq, n = float(self.wd) / w, float(self.wd2) / w, float(self.n)
-        return {"loss": float(self.wl) / w, "loss_vs_fusion": mean,
-                "loss_vs_fusion_se": math.sqrt(max(mean_sq - mean * mean, 0.0) / max(n - 1.0, 1.0))}
+        return {"loss": float(self.wl) / w, "difference": mean,
+                "difference_se": math.sqrt(max(mean_sq - mean * mean, 0.0) / max(n - 1.0, 1.0))}
 
 
 class ModalityReport(nn.Module):
@@ -103,7 +104,7 @@ class ModalityReport(nn.Module):
             for name in undefined:
                 if name in row:
                     row[name] = math.nan
-            row.update(loss_vs_fusion=paired["loss_vs_fusion"], loss_vs_fusion_se=paired["loss_vs_fusion_se"])
+            row.update(loss_vs_fusion=paired["difference"], loss_vs_fusion_se=paired["difference_se"])
             heads[b] = row
         self.reset(stage)
         return {"stage": stage, "epoch": epoch, "main_metric": main_metric, "heads": heads}
@@ -122,18 +123,22 @@ def best_head(report: Mapping[str, Any] | None) -> str:
     return min(winners, key=winners.get) if winners else "fusion"
 
 
-def format_report(report: Mapping[str, Any]) -> str:
-    """The report as a short table: one row per head, the main metric first, then the loss."""
+HEAD_NAMES = {"fusion": "fusion", "tabular": "tabular alone", "text": "text alone"}
+
+
+def format_report(report: Mapping[str, Any], *, reference: str = "fusion", names: Mapping[str, str] = HEAD_NAMES,
+                  first: str = "head") -> str:
+    """The report as a short table: one row per head, the main metric first, then the loss, then each
+    head's paired loss difference from the `reference` head (``loss_vs_<reference>`` and its ``_se``)."""
     heads = report["heads"]
     main = report["main_metric"]
-    others = [k for k in heads["fusion"] if k not in (main, "loss")]
+    others = [k for k in heads[reference] if k not in (main, "loss") and not k.startswith("loss_vs")]
     columns = [main, "loss", *others]
-    rows = [("head", *columns, "loss vs fusion")]
-    names = {"fusion": "fusion", "tabular": "tabular alone", "text": "text alone"}
+    rows = [(first, *columns, f"loss vs {names.get(reference, reference)}")]
+    key = f"loss_vs_{reference}"
     for name, row in heads.items():
         cells = ["undefined" if math.isnan(row.get(c, math.nan)) else f"{row[c]:.4f}" for c in columns]
-        versus = ("" if name == "fusion" else
-                  f"{row['loss_vs_fusion']:+.4f} ± {row['loss_vs_fusion_se']:.4f}")
+        versus = "" if name == reference else f"{row[key]:+.4f} ± {row[key + '_se']:.4f}"
         rows.append((names.get(name, name), *cells, versus))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -163,8 +163,10 @@ class FusionModel(nn.Module):
         self.fusion = fusion(widths)
         # the tabular branch's ensemble (`TabularMLP.ensemble_size`) runs on through fusion and head
         self.ensemble_size: int = getattr(tabular, "ensemble_size", 1)
-        self.head = Head(self.fusion.out_features, n_outputs, layers=head_layers, dropout=head_dropout,
-                         activation=head_activation, y_range=y_range, ensemble_size=self.ensemble_size)
+        # kept to build the head again for a model that lets a branch step aside (`drop_branch`)
+        self._head_options = {"layers": list(head_layers), "dropout": head_dropout, "activation": head_activation,
+                              "y_range": y_range, "ensemble_size": self.ensemble_size}
+        self.head = Head(self.fusion.out_features, n_outputs, **self._head_options)
         if branch_heads and len(widths) > 1:  # in the head part: one param group fewer per optimizer step
             self.head.branches = BranchHeads(widths, n_outputs)
         if not 0.0 <= branch_loss_weight <= 1.0:
@@ -262,6 +264,27 @@ class FusionModel(nn.Module):
     def drop_branch_heads(self) -> None:
         """Remove the branch heads (a checkpoint written before they existed has none to load)."""
         self.head.branches = None
+
+    def drop_branch(self, name: str) -> None:
+        """The model without one of its two branches, in place: what a one-branch model built with the
+        same head settings is. With one branch there is nothing to fuse, so the fusion layer becomes the
+        plain `ConcatFusion` of that branch (its features passed through unchanged, as in a one-branch
+        model built with the default), and the head and its hidden layers are built afresh for that
+        branch's width, with no branch heads. Used when the text steps aside
+        (`mmtab.embeddings.text_choice`); the branch's weights go with it."""
+        if name not in self.branches() or len(self.branches()) < 2:
+            raise ConfigError(f"drop_branch({name!r}): the model's branches are {sorted(self.branches())}; only "
+                              "one of two branches can be dropped")
+        setattr(self, name, None)
+        self._frozen.discard(name)
+        widths = {n: branch.out_features for n, branch in self.branches().items()}
+        self.fusion = ConcatFusion(widths)
+        output_range = self.head.output_range  # in the units the head outputs (a trainer may have set them)
+        self.head = Head(self.fusion.out_features, self.head.n_outputs, **self._head_options)
+        self.head.output_range = output_range
+        for part in ("fusion", "head"):
+            if part in self._frozen:
+                self.freeze(part)
 
     def _fused(self, features: dict[str, Tensor]) -> Tensor:
         k = self.ensemble_size

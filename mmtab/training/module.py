@@ -30,6 +30,7 @@ from mmtab.embeddings.target_aware import (
     crossfit_vectors,
     fit_target_aware,
 )
+from mmtab.embeddings.text_choice import CHOICE_KEY, TextChoice, apply_choice, choose_text
 from mmtab.errors import ConfigError, NonFiniteLossError
 from mmtab.explanations.calibration import CALIBRATION_KEY, calibrate
 from mmtab.explanations.modality import REPORT_KEY, ModalityReport, best_head, format_report, verdict
@@ -91,6 +92,11 @@ class MultimodalModule(pl.LightningModule):
             (whenever a checkpoint holds one, whatever this flag says when predicting).
             The predicted class never changes (for an ordinal target it is the uncalibrated chain's
             median); validation metrics stay those of the uncalibrated model.
+        target_aware: fit the text branch's LoRA adapters on the target from the text alone when fitting
+            starts, then train on the adapted encoder's vectors (`mmtab.embeddings.target_aware`).
+        text_choice: when fitting starts, choose on rows held out from the training rows between the
+            table alone, frozen text and (with ``target_aware``) target-aware text, then fit with the
+            one whose held-out loss is lowest (`mmtab.embeddings.text_choice`); the checkpoint keeps it.
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class MultimodalModule(pl.LightningModule):
         ordered_classes: bool = False,
         calibrate: bool = False,
         target_aware: TargetAware | None = None,
+        text_choice: TextChoice | None = None,
     ) -> None:
         super().__init__()
         # NOTE: no `save_hyperparameters`: the model is an object, not a config. `mmtab fit` stores the
@@ -161,6 +168,11 @@ class MultimodalModule(pl.LightningModule):
             target_aware.check(self)
         self.adapter_fits: list[dict[str, Any]] | None = None  # what the target-aware fits did (the checkpoint's)
         self.crossfit: CrossFit | None = None
+        self.text_choice = text_choice
+        if text_choice is not None:
+            text_choice.check(self)
+        self.text_choice_report: dict[str, Any] | None = None  # what the choice measured (the checkpoint's)
+        self.report_progress = True  # print param groups, each validation and the fit's reports (a nested fit does not)
         if net.text is not None:
             text_embeddings.check()  # before any text is encoded, not after
         self.compile_net, self._compiled = compile, False
@@ -370,7 +382,7 @@ class MultimodalModule(pl.LightningModule):
                                                          weight_decay=self.weight_decay))
 
     def on_validation_end(self) -> None:
-        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+        if self.trainer.sanity_checking or self.trainer.state.fn != "fit" or not self.report_progress:
             return  # `validate` prints its own table
         branches = tuple(f"val_{b}_" for b in (self.modality.branches if self.modality is not None else ()))
         shown = {k: float(v) for k, v in self.trainer.callback_metrics.items()
@@ -423,6 +435,9 @@ class MultimodalModule(pl.LightningModule):
         self.modality_report = checkpoint.get(REPORT_KEY)
         self.calibration = checkpoint.get(CALIBRATION_KEY)  # a fit that calibrated: predict applies it
         self.adapter_fits = checkpoint.get(FITS_KEY)
+        self.text_choice_report = checkpoint.get(CHOICE_KEY)
+        if self.text_choice_report is not None:  # before the weights: a model whose text stepped aside has none
+            self._apply_text_choice(self.text_choice_report["choice"])
         if CROSSFIT_KEY in checkpoint:
             self.crossfit = CrossFit.from_checkpoint(checkpoint[CROSSFIT_KEY])
         theirs = checkpoint.get("state_dict") or {}
@@ -477,6 +492,8 @@ class MultimodalModule(pl.LightningModule):
             checkpoint[FITS_KEY] = self.adapter_fits
         if self.crossfit is not None:
             checkpoint[CROSSFIT_KEY] = self.crossfit.to_checkpoint()
+        if self.text_choice_report is not None:
+            checkpoint[CHOICE_KEY] = self.text_choice_report
         bad = [name for name, p in self.net.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise NonFiniteLossError(f"weights are no longer finite at step {self.global_step} (epoch "
@@ -489,41 +506,42 @@ class MultimodalModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         check_text_model(self.net, datamodule)
         check_target_scaling(self, datamodule)
+        needs_rows = ((self.text_choice is not None and self.text_choice_report is None)
+                      or (self.target_aware is not None and self.adapter_fits is None))  # a resumed run's has them
+        if needs_rows and not hasattr(datamodule, "table"):
+            raise ConfigError("model.target_aware and model.text_choice fit on the data module's training rows: fit "
+                              "with a TabularTextDataModule (trainer.fit(module, datamodule=...))")
+        if self.text_choice is not None and self.text_choice_report is None:
+            self.text_choice_report = choose_text(self, datamodule.table("train"), seed=datamodule.seed,
+                                                  batch_size=datamodule.batch_size)
+            self._apply_text_choice(self.text_choice_report["choice"])
+        elif needs_rows:
+            self.crossfit = fit_target_aware(self, datamodule.table("train"), seed=datamodule.seed)
         for optimizer in self.trainer.optimizers:
             check_optimizer(self.net, optimizer)
-            rank_zero_info("mmtab param groups (peak lr per part):\n" + format_param_groups(optimizer))
-        if self.target_aware is not None and self.adapter_fits is None:  # a resumed run's checkpoint has them
-            if not hasattr(datamodule, "table"):
-                raise ConfigError("model.target_aware fits its adapters on the data module's training rows: fit with a "
-                                  "TabularTextDataModule (trainer.fit(module, datamodule=...))")
-            self.crossfit = fit_target_aware(self, datamodule.table("train"), seed=datamodule.seed)
+            if self.report_progress:
+                rank_zero_info("mmtab param groups (peak lr per part):\n" + format_param_groups(optimizer))
         self._attach_text_embeddings("train", "valid")
         if hasattr(datamodule, "table"):
             train = datamodule.table("train")
             if self.crossfit is not None:  # each training row's vector from the adapter that never saw it
                 train.put("text_embedding", crossfit_vectors(self.text_embeddings, self.net.text, train,
                                                              self.crossfit).view(len(train), -1))
-            self._fit_reduction(train)
+            fit_text_reduction(self.net, self.text_embeddings, train)
 
-    def _fit_reduction(self, train: TensorTable) -> None:
-        """A text branch that reduces its vectors (``net.text.reduce_to``) fits the reduction on the
-        training rows' pooled vectors before the first step (a resumed run restored it already)."""
-        text = self.net.text
-        if text is None or text.reduction is None or text.reduction.is_fitted():
+    def _apply_text_choice(self, choice: str) -> None:
+        """The model as the text choice left it: where the text stepped aside, without its text branch,
+        its branch heads and its modality report, and (while fitting) with an optimizer over what is left."""
+        had_text = self.net.text is not None
+        apply_choice(self.net, choice)
+        if not had_text or self.net.text is not None:
             return
-        tensors = train.tensors
-        if "text_embedding" in tensors:  # frozen: the vectors the model will read
-            vectors = tensors["text_embedding"]
-        else:
-            ids, mask = tensors["input_ids"], tensors["attention_mask"]
-            vectors = self.text_embeddings.embed(text, ids.flatten(0, ids.ndim - 2),
-                                                 mask.flatten(0, mask.ndim - 2)).view(len(ids), -1)
-        with torch.no_grad():
-            pooled = text.pooled({"text_embedding": vectors.to(text.no_text.device), "has_text": tensors["has_text"]
-                                  .to(text.no_text.device)}, frozen=True)
-        text.reduction.fit(pooled)
-        rank_zero_info(f"text reduction: each text's vector to its first {text.reduction.dim} principal components "
-                       f"over the {len(pooled)} training rows")
+        self.modality, self.modality_report = None, None
+        self.parts = {name: hp for name, hp in self.parts.items() if name in self.net.parts()}  # `text` has gone
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            like = next(self.net.tabular.parameters())
+            self.net.to(device=like.device, dtype=like.dtype)  # the new head, where the rest of the model is
+            self.trainer.strategy.setup_optimizers(self.trainer)  # the groups configured before name a head now gone
 
     def on_fit_end(self) -> None:
         """The modality report of the checkpoint a user will take (the best one where a checkpoint
@@ -535,7 +553,7 @@ class MultimodalModule(pl.LightningModule):
         if best:
             saved = read_checkpoint(best, mmap=True)
             report, calibration = saved.get(REPORT_KEY, report), saved.get(CALIBRATION_KEY, calibration)
-        if rank_zero_only.rank != 0:
+        if rank_zero_only.rank != 0 or not self.report_progress:
             return
         if report is not None:
             which = f"the best checkpoint's, epoch {report['epoch']}" if best else f"epoch {report['epoch']}"
@@ -585,6 +603,27 @@ class MultimodalModule(pl.LightningModule):
 def _is_base_weight(key: str) -> bool:
     """A state-dict key of the text encoder's own (not adapter) weights and buffers."""
     return key.startswith("net.text.encoder.") and ADAPTER_MARK not in key
+
+
+def fit_text_reduction(net: FusionModel, embeddings: TextEmbeddings, train: TensorTable) -> None:
+    """A text branch that reduces its vectors (``net.text.reduce_to``) fits the reduction on the training
+    rows' pooled vectors before the first step (a resumed run restored it already)."""
+    text = net.text
+    if text is None or text.reduction is None or text.reduction.is_fitted():
+        return
+    tensors = train.tensors
+    if "text_embedding" in tensors:  # frozen: the vectors the model will read
+        vectors = tensors["text_embedding"]
+    else:
+        ids, mask = tensors["input_ids"], tensors["attention_mask"]
+        flat = embeddings.embed(text, ids.flatten(0, ids.ndim - 2), mask.flatten(0, mask.ndim - 2))
+        vectors = flat.view(len(ids), -1)
+    with torch.no_grad():
+        pooled = text.pooled({"text_embedding": vectors.to(text.no_text.device), "has_text": tensors["has_text"]
+                              .to(text.no_text.device)}, frozen=True)
+    text.reduction.fit(pooled)
+    rank_zero_info(f"text reduction: each text's vector to its first {text.reduction.dim} principal components "
+                   f"over the {len(pooled)} training rows")
 
 
 def check_text_model(net: FusionModel, datamodule: object) -> None:
