@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mmtab import FusionModel, MultimodalModule, TabularMLP, TabularTextDataModule, TextEmbeddings, TextEncoder
+from mmtab.embeddings.export import export_embeddings
 from mmtab.embeddings.target_aware import TargetAware
 from mmtab.embeddings.text_choice import CHOICE_KEY, TextChoice
 from mmtab.errors import ConfigError
@@ -123,6 +124,8 @@ def test_where_the_table_decides_the_text_steps_aside_and_predict_never_needs_it
     assert fresh.net.text is None
     (ours,) = quiet_trainer().validate(module, dm, verbose=False)
     assert theirs["val_loss"] == pytest.approx(ours["val_loss"], abs=1e-6)
+    with pytest.raises(ConfigError, match="text stepped aside"):  # no vectors to export: one message
+        export_embeddings(fresh, dm, tmp_path / "vectors.parquet")
 
 
 def test_bad_text_choice_settings_are_one_message(tiny_bert, reviews_sample):

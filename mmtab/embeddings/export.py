@@ -60,6 +60,10 @@ def export_embeddings(module: MultimodalModule, datamodule: TabularTextDataModul
         raise ConfigError(f"{str(path)!r} already exists; choose another --embed.output, or pass --embed.overwrite "
                           "true to replace it")
     if module.net.text is None:
+        if (module.text_choice_report or {}).get("choice") == "table":
+            raise ConfigError("mmtab embed: this model's text stepped aside (its fit's text choice chose the table "
+                              "alone), so it has no text vectors to write; embed with a checkpoint of a fit whose text "
+                              "was kept, such as configs/small_table_tar.yaml's")
         raise ConfigError("mmtab embed needs a text branch: this config's model has none (no data.text_cols)")
     if dim < 1:
         raise ConfigError(f"embed dim is {dim}: give 1 or more dimensions")
