@@ -31,6 +31,11 @@ included). Also reported: ``reviews_tar_s`` (the first seed's ``tar`` fit on the
 ``--reference``, ``reviews_text_then_fusion_s``: configs/reviews_text.yaml then
 configs/reviews_fusion_from_text.yaml, timed in this run.
 
+Every run starts from an empty text-embedding cache of its own (in its temporary folder), so each
+``fit_s`` includes encoding the texts its fit needs that no earlier fit *of this run* encoded: a
+``tar`` fit encodes every row with its adapters, a ``frozen`` fit of the second seed reads what the
+first wrote (as a user's second fit does).
+
 Prints one JSON line and writes benchmarks/results/text_embeddings.json (merged into what is there,
 so cases can be run one at a time: each entry keeps the seeds and precision it was measured with).
 
@@ -109,6 +114,11 @@ def scores(table: pd.DataFrame, rows: pd.DataFrame, target: str, positive: objec
             "log_loss": float(log_loss(y, p, labels=labels))}
 
 
+def cache(tmp: Path) -> str:
+    """The run's own text-embedding cache: empty when the run starts, never the user's."""
+    return f"--model.text_embeddings.cache_dir={tmp / 'embedding_cache'}"
+
+
 def mmtab_run(config: str, extra: list[str], data: Path, valid: pd.DataFrame, target: str, positive: object,
               seed: int, work: Path, precision: str) -> tuple[dict[str, float], Path]:
     fit_s, best = fit_mmtab(CONFIGS / config, data, seed, work, f"--trainer.precision={precision}", *extra)
@@ -169,6 +179,7 @@ def run_case(name: str, seeds: list[int], variants: list[str], precision: str, t
         frozen = without_adapters(tar[0], tmp)
         plan = {"tabular": tabular, "frozen": (frozen, tar[1]), "tar": tar,
                 "tar_crossfit": (tar[0], [*tar[1], "--model.target_aware.crossfit=3"]), "default": default}
+        plan = {variant: (config, [*extra, cache(tmp)]) for variant, (config, extra) in plan.items()}
         for variant, (config, extra) in plan.items():
             needed = variant in variants or (variant in ("frozen", "tar") and f"hgb_{variant}" in variants)
             if not needed:
@@ -181,7 +192,7 @@ def run_case(name: str, seeds: list[int], variants: list[str], precision: str, t
         for kind in ("frozen", "tar"):
             if f"hgb_{kind}" in variants:
                 config = without_adapters(tar[0], tmp) if kind == "frozen" else tar[0]
-                vectors = exported(best[kind], config, tar[1], data, seed, work / kind)
+                vectors = exported(best[kind], config, [*tar[1], cache(tmp)], data, seed, work / kind)
                 result = hgb_on_vectors(df, vectors, target, positive, table_cols, seed)
                 runs[f"hgb_{kind}"].append(result)
                 print(f"{name} seed {seed} hgb_{kind}: {result}", flush=True)
@@ -195,15 +206,27 @@ def run_case(name: str, seeds: list[int], variants: list[str], precision: str, t
     return summary
 
 
+def reference_configs(tmp: Path) -> tuple[Path, Path]:
+    """configs/reviews_text.yaml writing its checkpoints under `tmp` (the config names runs/reviews_text/, and a
+    list item's argument cannot be set from the command line), and that folder."""
+    recipe = yaml.safe_load((CONFIGS / "reviews_text.yaml").read_text())
+    checkpoints = tmp / "reference_text" / "checkpoints"
+    (saving,) = [c for c in recipe["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    saving["init_args"]["dirpath"] = str(checkpoints)
+    out = tmp / "reference_reviews_text.yaml"
+    out.write_text(yaml.safe_dump(recipe))
+    return out, checkpoints
+
+
 def reference_seconds(precision: str, tmp: Path) -> float:
     """configs/reviews_text.yaml then configs/reviews_fusion_from_text.yaml on the reference split."""
     data, _ = case_data("reviews", tmp)
-    text_root = tmp / "reference_text"
+    text_config, text_checkpoints = reference_configs(tmp)
     start = time.perf_counter()
-    fit_mmtab(CONFIGS / "reviews_text.yaml", data, 42, text_root, f"--trainer.precision={precision}",
-              f"--trainer.callbacks[1].init_args.dirpath={text_root / 'checkpoints'}")
+    fit_mmtab(text_config, data, 42, tmp / "reference_text", f"--trainer.precision={precision}", cache(tmp))
     fit_mmtab(CONFIGS / "reviews_fusion_from_text.yaml", data, 42, tmp / "reference_fusion",
-              f"--trainer.precision={precision}", f"--model.init_from={text_root / 'checkpoints' / 'last.ckpt'}")
+              f"--trainer.precision={precision}", f"--model.init_args.init_from={text_checkpoints / 'last.ckpt'}",
+              cache(tmp))
     return time.perf_counter() - start
 
 

@@ -26,6 +26,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -214,12 +215,8 @@ def _fit_one(module: MultimodalModule, text: TextEncoder, table: TensorTable, ro
     class_weights = None if module.class_weights is None else module.class_weights.tolist()
     inner = MultimodalModule(net, module.task.name, lr=config.lr, weight_decay=config.weight_decay, scheduler=None,
                              class_weights=class_weights, text_embeddings=module.text_embeddings)
-    best = _KeepBest(twin)
-    trainer = pl.Trainer(max_epochs=config.max_epochs, accelerator=outer.strategy.root_device.type, devices=1,
-                         precision=outer.precision, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[EarlyStopping("val_loss", patience=config.patience,
-                                                  check_on_train_epoch_end=False), best])
+    best = KeepBest(lambda: trained_state(twin))
+    trainer = nested_trainer(outer, max_epochs=config.max_epochs, patience=config.patience, best=best)
     train_table = TensorTable(table[torch.as_tensor(fit_rows)])
     holdout_table = TensorTable(table[torch.as_tensor(holdout_rows)])
     started = time.perf_counter()
@@ -233,20 +230,31 @@ def _fit_one(module: MultimodalModule, text: TextEncoder, table: TensorTable, ro
     return best.state, fit
 
 
-class _KeepBest(pl.Callback):
-    """Keeps the text branch's trained weights of the epoch with the lowest ``val_loss`` (in memory:
-    a few MB of adapters, where a checkpoint callback would write the whole model each epoch)."""
+def nested_trainer(outer: pl.Trainer, *, max_epochs: int, patience: int, best: KeepBest) -> pl.Trainer:
+    """A trainer for a fit inside another fit's `on_fit_start` (an adapter fit, a text-choice candidate):
+    the outer fit's device and precision, one process, early stopping on ``val_loss`` after each
+    validation, the best epoch kept by `best`, and nothing written or printed but what the fit says."""
+    return pl.Trainer(max_epochs=max_epochs, accelerator=outer.strategy.root_device.type, devices=1,
+                      precision=outer.precision, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      callbacks=[EarlyStopping("val_loss", patience=patience, check_on_train_epoch_end=False), best])
 
-    def __init__(self, text: TextEncoder) -> None:
-        self.text = text
+
+class KeepBest(pl.Callback):
+    """Keeps what `state` returns (the weights a nested fit trains) at the epoch with the lowest
+    ``val_loss``, in memory: a few MB of adapters or a small model, where a checkpoint callback would
+    write the whole model, its frozen encoder included, each epoch."""
+
+    def __init__(self, state: Callable[[], dict[str, Tensor]]) -> None:
+        self.take = state
         self.loss, self.epoch = math.inf, -1
-        self.state: dict[str, Tensor] = trained_state(text)
+        self.state: dict[str, Tensor] = state()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loss = float(trainer.callback_metrics["val_loss"])
         if loss < self.loss:
             self.loss, self.epoch = loss, trainer.current_epoch
-            self.state = {k: v.cpu() for k, v in trained_state(self.text).items()}
+            self.state = {k: v.detach().cpu().clone() for k, v in self.take().items()}
 
 
 def prior_loss(module: MultimodalModule, table: TensorTable, fit_rows: np.ndarray, holdout_rows: np.ndarray) -> float:

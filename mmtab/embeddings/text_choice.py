@@ -26,7 +26,6 @@ model whose text stepped aside is rebuilt without its text branch when the check
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,7 +39,7 @@ from torch import Tensor
 
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.splits import stratified_split
-from mmtab.embeddings.target_aware import fit_target_aware, trained_state
+from mmtab.embeddings.target_aware import KeepBest, fit_target_aware, nested_trainer, trained_state
 from mmtab.errors import ConfigError
 from mmtab.explanations.modality import PairedLoss, format_report
 
@@ -166,12 +165,11 @@ def _fit_candidate(module: MultimodalModule, net: FusionModel, table: TensorTabl
         target_scaling=None if module.target_scaling is None else asdict(module.target_scaling),
         text_embeddings=module.text_embeddings, ordered_classes=module.ordered_classes)
     inner.report_progress = False
-    best = _KeepBest(net)
-    trainer = pl.Trainer(max_epochs=config.max_epochs or outer.max_epochs, accelerator=outer.strategy.root_device.type,
-                         devices=1, precision=outer.precision, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[EarlyStopping("val_loss", patience=config.patience or _patience(outer),
-                                                  check_on_train_epoch_end=False), best])
+    # the frozen text branch never changes (its vectors are in the tables), so the best state leaves it out
+    best = KeepBest(lambda: {k: v for k, v in net.state_dict().items()
+                             if torch.is_tensor(v) and not k.startswith("text.")})
+    trainer = nested_trainer(outer, max_epochs=config.max_epochs or outer.max_epochs,
+                             patience=config.patience or _patience(outer), best=best)
     started = time.perf_counter()
     trainer.fit(inner, BatchLoader(fit_table, batch_size=batch_size, shuffle=True, seed=seed),
                 BatchLoader(choice_table, batch_size=4 * batch_size))
@@ -189,23 +187,6 @@ def _fit_candidate(module: MultimodalModule, net: FusionModel, table: TensorTabl
     return _Scored(losses=torch.cat(losses), weights=None if weights[0] is None else torch.cat(weights),
                    metric_inputs=torch.cat(inputs), target=torch.cat(targets), best_epoch=best.epoch,
                    epochs=trainer.current_epoch, seconds=time.perf_counter() - started)
-
-
-class _KeepBest(pl.Callback):
-    """The candidate's weights at its lowest ``val_loss``, in memory (the frozen text branch never changes,
-    so it is left out)."""
-
-    def __init__(self, net: FusionModel) -> None:
-        self.net = net
-        self.loss, self.epoch = math.inf, -1
-        self.state: dict[str, Tensor] = {}
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loss = float(trainer.callback_metrics["val_loss"])
-        if loss < self.loss:
-            self.loss, self.epoch = loss, trainer.current_epoch
-            self.state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()
-                          if torch.is_tensor(v) and not k.startswith("text.")}
 
 
 def _report(module: MultimodalModule, scored: dict[str, _Scored], fit_rows: int, choice_rows: int) -> dict[str, Any]:
