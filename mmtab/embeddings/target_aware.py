@@ -156,9 +156,10 @@ def fit_target_aware(module: MultimodalModule, table: TensorTable, *, seed: int)
     text = module.net.text
     labels = table.tensors["target"].numpy() if module.task.classification else None
     n = len(table)
-    fold = fold_of_rows(_series(labels), n, config.crossfit, seed + 1) if config.crossfit else np.zeros(n, np.int64)
+    series = label_series(labels)
+    fold = fold_of_rows(series, n, config.crossfit, seed + 1) if config.crossfit else np.zeros(n, np.int64)
     if config.max_rows is not None and n > config.max_rows:  # the adapters learn from a sample; every row has a fold
-        sample = np.sort(np.flatnonzero(stratified_split(_series(labels), n, config.max_rows / n, seed)))
+        sample = np.sort(np.flatnonzero(stratified_split(label_series(labels), n, config.max_rows / n, seed)))
         table, labels = TensorTable(table[torch.as_tensor(sample)]), None if labels is None else labels[sample]
         sample_fold = fold[sample]
     else:
@@ -201,7 +202,7 @@ def _fit_one(module: MultimodalModule, text: TextEncoder, table: TensorTable, ro
 
     config: TargetAware = module.target_aware
     outer = module.trainer
-    held = stratified_split(_series(None if labels is None else labels[rows]), len(rows), config.holdout, seed)
+    held = stratified_split(label_series(None if labels is None else labels[rows]), len(rows), config.holdout, seed)
     fit_rows, holdout_rows = rows[~held], rows[held]
     twin = text.unreduced()
     twin.requires_grad_(True)  # the adapters (and the no-text vector) train; the base weights stay fixed
@@ -412,7 +413,8 @@ def format_fits(fits: list[AdapterFit]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in lines)
 
 
-def _series(labels: np.ndarray | None) -> Any:
+def label_series(labels: np.ndarray | None) -> Any:
+    """Class labels as the pandas Series the stratified splits take (None: a regression target)."""
     import pandas as pd
 
     return None if labels is None else pd.Series(labels)

@@ -39,7 +39,13 @@ from torch import Tensor
 
 from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.splits import stratified_split
-from mmtab.embeddings.target_aware import KeepBest, fit_target_aware, nested_trainer, trained_state
+from mmtab.embeddings.target_aware import (
+    KeepBest,
+    fit_target_aware,
+    label_series,
+    nested_trainer,
+    trained_state,
+)
 from mmtab.errors import ConfigError
 from mmtab.explanations.modality import PairedLoss, format_report
 
@@ -102,8 +108,7 @@ def choose_text(module: MultimodalModule, table: TensorTable, *, seed: int, batc
                           f"{trainer.world_size}: fit with --trainer.devices 1")
     started = time.perf_counter()
     labels = table.tensors["target"].numpy() if module.task.classification else None
-    series = None if labels is None else _series(labels)
-    held = stratified_split(series, len(table), config.holdout, seed + 7)
+    held = stratified_split(label_series(labels), len(table), config.holdout, seed + 7)
     fit_rows, choice_rows = np.flatnonzero(~held), np.flatnonzero(held)
     as_built = trained_state(module.net.text)  # the adapters as built change nothing: the frozen encoder
     rank_zero_info(f"text choice: {len(fit_rows)} training rows to fit each candidate, {len(choice_rows)} held out "
@@ -228,8 +233,3 @@ def _patience(trainer: pl.Trainer) -> int:
     stopping = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     return PATIENCE if stopping is None else stopping.patience
 
-
-def _series(labels: np.ndarray) -> Any:
-    import pandas as pd
-
-    return pd.Series(labels)
