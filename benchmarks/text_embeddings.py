@@ -9,6 +9,11 @@ recipes do):
 * ``reviews``: the clothing reviews on the reference split (benchmarks/reviews.py), target
   Recommended IND: a text that carries the target, on 18,788 training rows.
 * ``rating``: the same rows, target the 1-5 Rating as ordered classes (quadratic weighted kappa).
+* ``rating_small``: a small table whose numeric target the text carries: 4,000 reviews drawn at
+  random (seed 0; 3,000 to train, 1,000 to validate), target the Rating read as a number
+  (``data.task: regression``; r2, rmse, mae), in the small-table recipes (configs/small_table_regression.yaml
+  for the table alone, configs/small_table_tar.yaml and configs/small_table_text_choice.yaml with the
+  reviews' columns).
 
 Variants:
 
@@ -18,6 +23,9 @@ Variants:
 * ``tar``: configs/small_table_tar.yaml / configs/reviews_tar.yaml: the adapters fitted on the
   target first (one ``mmtab fit``), then the same model on their reduced vectors.
 * ``tar_crossfit``: ``tar`` with ``model.target_aware.crossfit: 3``.
+* ``tar_loss`` (a numeric target only): ``tar`` with ``model.target_aware.regression: loss`` (the
+  adapters fit the value on squared error) instead of the default ``binned`` (its quantile bins as
+  ordered classes).
 * ``default``: the case's shipped recipe (configs/small_table_text_choice.yaml, which chooses between
   the table alone, frozen and target-aware text on rows held out from the training rows: its
   ``choices`` are what each seed chose; configs/reviews_demo.yaml; configs/reviews_rating.yaml).
@@ -39,8 +47,8 @@ first wrote (as a user's second fit does).
 Prints one JSON line and writes benchmarks/results/text_embeddings.json (merged into what is there,
 so cases can be run one at a time: each entry keeps the seeds and precision it was measured with).
 
-    python benchmarks/text_embeddings.py [--cases weak_text reviews rating] [--seeds 0 1 2]
-        [--variants tabular frozen tar tar_crossfit default hgb_frozen hgb_tar] [--precision bf16-mixed]
+    python benchmarks/text_embeddings.py [--cases weak_text reviews rating rating_small] [--seeds 0 1 2]
+        [--variants tabular frozen tar tar_crossfit tar_loss default hgb_frozen hgb_tar] [--precision bf16-mixed]
         [--reference]
 """
 
@@ -56,9 +64,9 @@ import numpy as np
 import pandas as pd
 import yaml
 from fusion_candidates import case_data
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import accuracy_score, cohen_kappa_score, log_loss, roc_auc_score
-from tabular_quality import fit_mmtab, mean_over_seeds
+from tabular_quality import fit_mmtab, mean_over_seeds, regression_scores
 
 from mmtab.cli import MmtabCLI
 from mmtab.data.datamodule import TabularTextDataModule
@@ -69,8 +77,17 @@ from mmtab.training.module import MultimodalModule
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "text_embeddings.json"
 CONFIGS = ROOT / "configs"
-VARIANTS = ["tabular", "frozen", "tar", "tar_crossfit", "default", "hgb_frozen", "hgb_tar"]
+VARIANTS = ["tabular", "frozen", "tar", "tar_crossfit", "tar_loss", "default", "hgb_frozen", "hgb_tar"]
+NUMERIC_ONLY = ("tar_loss",)
 RATING = ["--data.target=Rating", "--data.task=ordinal"]
+NUMBER = "a number"  # the "positive class" of a numeric target
+# the small-table recipes (written for adult) on the reviews' columns, the Rating read as a number
+REVIEW_CATEGORIES = ["Division Name", "Department Name", "Class Name", "Clothing ID"]
+SMALL_RATING = ["--data.target=Rating", "--data.task=regression",
+                f"--data.categorical_cols={json.dumps(REVIEW_CATEGORIES)}",
+                f"--data.continuous_cols={json.dumps(['Age', 'Positive Feedback Count'])}"]
+SMALL_RATING_TEXT = [*SMALL_RATING, f"--data.text_cols={json.dumps(['Title', 'Review Text'])}", "--data.join_text=true",
+                     "--data.max_length=256"]
 # case: (the data case, target, positive class (None: the ordered rating), the table-alone config and its
 # overrides, the TAR config and its overrides, the shipped recipe and its overrides)
 CASES = {
@@ -80,7 +97,18 @@ CASES = {
                 ("reviews_demo.yaml", [])),
     "rating": ("reviews", "Rating", None, ("reviews_tabular.yaml", RATING), ("reviews_tar.yaml", RATING),
                ("reviews_rating.yaml", [])),
+    "rating_small": ("rating_small", "Rating", NUMBER, ("small_table_regression.yaml", SMALL_RATING),
+                     ("small_table_tar.yaml", SMALL_RATING_TEXT), ("small_table_text_choice.yaml", SMALL_RATING_TEXT)),
 }
+
+
+def rating_small(tmp: Path) -> tuple[Path, pd.DataFrame]:
+    """4,000 reviews drawn at random (seed 0), 3,000 marked ``train`` and 1,000 ``valid``."""
+    reviews = pd.read_parquet(ROOT / "data" / "womens_clothing_reviews.parquet").sample(4000, random_state=0)
+    df = reviews.reset_index(drop=True).assign(split=np.where(np.arange(4000) < 3000, "train", "valid"))
+    path = tmp / "rating_small.parquet"
+    df.to_parquet(path)
+    return path, df[df["split"] == "valid"]
 
 
 def without_adapters(config: str, tmp: Path) -> str:
@@ -97,6 +125,8 @@ def without_adapters(config: str, tmp: Path) -> str:
 def scores(table: pd.DataFrame, rows: pd.DataFrame, target: str, positive: object) -> dict[str, float]:
     """The predictions table of `rows` -> the case's metrics."""
     y = rows[target].to_numpy()
+    if positive is NUMBER:
+        return regression_scores(y.astype(float), table["prediction"].to_numpy(dtype=float))
     probs = table.filter(like="prob_")
     classes = [c[len("prob_"):] for c in probs.columns]
     p = probs.to_numpy()
@@ -152,8 +182,12 @@ def hgb_on_vectors(df: pd.DataFrame, vectors: pd.DataFrame, target: str, positiv
             X[col] = X[col].astype(str).astype("category")
     y = joined[target]
     train, valid = joined["split"] == "train", joined["split"] == "valid"
-    model = HistGradientBoostingClassifier(random_state=seed, categorical_features="from_dtype")
     start = time.perf_counter()
+    if positive is NUMBER:
+        regressor = HistGradientBoostingRegressor(random_state=seed, categorical_features="from_dtype")
+        table = pd.DataFrame({"prediction": regressor.fit(X[train], y[train]).predict(X[valid])})
+        return {**scores(table, joined[valid], target, positive), "fit_s": time.perf_counter() - start}
+    model = HistGradientBoostingClassifier(random_state=seed, categorical_features="from_dtype")
     model.fit(X[train], y[train] if positive is None else (y[train] == positive).astype(int))
     fit_s = time.perf_counter() - start
     p = model.predict_proba(X[valid])
@@ -166,11 +200,14 @@ def hgb_on_vectors(df: pd.DataFrame, vectors: pd.DataFrame, target: str, positiv
 
 def run_case(name: str, seeds: list[int], variants: list[str], precision: str, tmp: Path) -> dict:
     case, target, positive, tabular, tar, default = CASES[name]
-    data, valid = case_data(case, tmp)
+    data, valid = rating_small(tmp) if case == "rating_small" else case_data(case, tmp)
     df = pd.read_parquet(data)
+    if positive is not NUMBER:
+        variants = [v for v in variants if v not in NUMERIC_ONLY]
     spec = TabularTextDataModule  # the table's columns, as the TAR config names them
     cli = MmtabCLI(MultimodalModule, spec, subclass_mode_model=True, run=False, save_config_callback=None,
-                   args=["--config", str(CONFIGS / tar[0]), "--trainer.logger=false", *tar[1]])
+                   args=["--config", str(CONFIGS / tar[0]), f"--data.path={data}", "--data.split_col=split",
+                         "--trainer.logger=false", *tar[1]])
     table_cols = [*cli.datamodule.spec.categorical, *cli.datamodule.spec.continuous]
     runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     for seed in seeds:
@@ -178,7 +215,8 @@ def run_case(name: str, seeds: list[int], variants: list[str], precision: str, t
         best: dict[str, Path] = {}
         frozen = without_adapters(tar[0], tmp)
         plan = {"tabular": tabular, "frozen": (frozen, tar[1]), "tar": tar,
-                "tar_crossfit": (tar[0], [*tar[1], "--model.target_aware.crossfit=3"]), "default": default}
+                "tar_crossfit": (tar[0], [*tar[1], "--model.target_aware.crossfit=3"]),
+                "tar_loss": (tar[0], [*tar[1], "--model.target_aware.regression=loss"]), "default": default}
         plan = {variant: (config, [*extra, cache(tmp)]) for variant, (config, extra) in plan.items()}
         for variant, (config, extra) in plan.items():
             needed = variant in variants or (variant in ("frozen", "tar") and f"hgb_{variant}" in variants)
@@ -232,7 +270,7 @@ def reference_seconds(precision: str, tmp: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=["weak_text", "reviews", "rating"], choices=list(CASES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     parser.add_argument("--precision", default="bf16-mixed")

@@ -12,12 +12,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 import mmtab.embeddings.target_aware as target_aware
 from mmtab import FusionModel, MultimodalModule, TabularMLP, TextEmbeddings, TextEncoder
-from mmtab.embeddings.target_aware import TargetAware, trained_state
+from mmtab.data.datamodule import TabularTextDataModule
+from mmtab.data.dataset import TensorTable
+from mmtab.embeddings.target_aware import AdapterTarget, TargetAware, trained_state
 from mmtab.errors import ConfigError
 from mmtab.models.adapters import LoraAdapters
 from mmtab.models.reduction import Pca, TextReduction
+from mmtab.tasks import get_task
 
-from .conftest import quiet_trainer, text_decides_datamodule
+from .conftest import REVIEW_CAT, REVIEW_CONT, REVIEW_TEXT, quiet_trainer, text_decides_datamodule
 
 LORA = LoraAdapters(rank=4, alpha=8, dropout=0.1, last_layers=1)
 
@@ -30,7 +33,8 @@ def tar_module(dm, *, crossfit: int = 2, cache_dir: str | None = None, lora=LORA
                       head_layers=[16])
     config = TargetAware(**{"max_epochs": 3, "lr": 3e-3, "crossfit": crossfit, **target})
     return MultimodalModule(net, task=dm.fitted_task, lr=3e-3, parts={"text": {"frozen": frozen}},
-                            target_aware=config, text_embeddings=TextEmbeddings(cache_dir=cache_dir))
+                            target_aware=config, text_embeddings=TextEmbeddings(cache_dir=cache_dir),
+                            target_scaling=getattr(dm, "target_scaling", None))
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +46,9 @@ def tar_run(tiny_bert, reviews_sample, tmp_path_factory):
     seen: dict[str, set[int]] = {}
     real = target_aware._fit_one
 
-    def recording(module, text, table, rows, labels, seed, name, *rest):
+    def recording(module, target, text, table, rows, labels, seed, name, *rest):
         seen[name] = set(rows.tolist())  # every row the fit trained or stopped on
-        return real(module, text, table, rows, labels, seed, name, *rest)
+        return real(module, target, text, table, rows, labels, seed, name, *rest)
 
     target_aware._fit_one = recording
     try:
@@ -176,3 +180,41 @@ def test_bad_target_aware_settings_are_one_message(tiny_bert, reviews_sample):
         tar_module(dm, crossfit=1)
     with pytest.raises(ConfigError, match="holdout is 1.5"):
         tar_module(dm, holdout=1.5)
+    with pytest.raises(ConfigError, match="regression is 'bins'"):
+        tar_module(dm, regression="bins")
+    with pytest.raises(ConfigError, match="bins is 1"):
+        tar_module(dm, bins=1)
+
+
+def test_a_numeric_target_binned_teaches_the_adapters_where_a_row_stands(tiny_bert, reviews_sample):
+    """regression: binned fits the adapters on the target's quantile bins as ordered classes (the text
+    decides the value here), then the model regresses the value itself on the adapted vectors."""
+    frame = reviews_sample.copy()
+    rng = np.random.default_rng(0)
+    high = rng.integers(0, 2, len(frame)).astype(bool)
+    frame["Review Text"] = np.where(high, "love it perfect", "returned it poor fabric")
+    frame["Rating"] = np.where(high, 4.0, 1.5) + rng.normal(0, 0.3, len(frame))
+    dm = TabularTextDataModule.from_frame(frame, target="Rating", task="regression", categorical_cols=REVIEW_CAT,
+                                          continuous_cols=REVIEW_CONT, text_cols=REVIEW_TEXT, text_model=tiny_bert,
+                                          batch_size=64, seed=0, max_length=32)
+    dm.setup("fit")
+    module = tar_module(dm, crossfit=0, regression="binned", bins=4)
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(module, dm)
+    (fit,) = module.adapter_fits
+    # the ordinal loss over 4 bins: the text tells which half a row is in (ln 2 = 0.69 nats of the bins'
+    # 1.39), not which bin within it (the noise decides that)
+    assert fit["holdout_loss"] < fit["prior_loss"] - 0.45
+    assert trainer.callback_metrics["val_r2"] > 0.8  # the model regresses the value on the adapted vectors
+
+
+def test_bins_are_cut_at_the_training_quantiles_and_merge_where_values_repeat(tiny_bert, reviews_sample):
+    dm = text_decides_datamodule(reviews_sample.head(200), tiny_bert)
+    module = tar_module(dm, crossfit=0, regression="binned", bins=8)
+    module.task = get_task("regression")  # a numeric target with three values, as a 1-3 rating read as a number
+    values = torch.tensor([1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 3.0])
+    target = AdapterTarget.of(module, TensorTable({"target": values}))
+    assert target.task.name == "ordinal" and target.n_outputs == 2  # three bins: 8 asked for, the values allow 3
+    assert target.table.tensors["target"].tolist() == [0, 1, 1, 2, 2, 2, 2, 2]
+    with pytest.raises(ConfigError, match="has one value"):
+        AdapterTarget.of(module, TensorTable({"target": torch.full((8,), 3.0)}))
