@@ -88,8 +88,8 @@ SMALL_RATING = ["--data.target=Rating", "--data.task=regression",
                 f"--data.continuous_cols={json.dumps(['Age', 'Positive Feedback Count'])}"]
 SMALL_RATING_TEXT = [*SMALL_RATING, f"--data.text_cols={json.dumps(['Title', 'Review Text'])}", "--data.join_text=true",
                      "--data.max_length=256"]
-# case: (the data case, target, positive class (None: the ordered rating), the table-alone config and its
-# overrides, the TAR config and its overrides, the shipped recipe and its overrides)
+# case: (the data case, target, positive class (None: the ordered rating; NUMBER: a numeric target), the
+# table-alone config and its overrides, the TAR config and its overrides, the shipped recipe and its overrides)
 CASES = {
     "weak_text": ("weak_text", "income", ">50K", ("small_table.yaml", []), ("small_table_tar.yaml", []),
                   ("small_table_text_choice.yaml", [])),
