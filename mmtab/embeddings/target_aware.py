@@ -41,7 +41,7 @@ from mmtab.data.dataset import BatchLoader, TensorTable
 from mmtab.data.splits import fold_of_rows, stratified_split
 from mmtab.errors import ConfigError
 from mmtab.models.adapters import ADAPTER_MARK
-from mmtab.tasks import Task, get_task
+from mmtab.tasks import OrdinalTask, Task
 
 if TYPE_CHECKING:
     from mmtab.embeddings.pipeline import TextEmbeddings
@@ -188,8 +188,8 @@ class AdapterTarget:
         bins = np.searchsorted(cuts, values, side="right")
         rank_zero_info(f"target-aware adapters learn the numeric target's bin: {len(cuts) + 1} ordered bins cut at "
                        f"its training quantiles (rows per bin: {np.bincount(bins).tolist()})")
-        return cls(get_task("ordinal"), len(cuts), TensorTable({**table.tensors, "target": torch.as_tensor(bins)}),
-                   bins, None)
+        return cls(OrdinalTask(), len(cuts), TensorTable({**table.tensors, "target": torch.as_tensor(bins)}), bins,
+                   None)
 
 
 def fit_target_aware(module: MultimodalModule, table: TensorTable, *, seed: int) -> CrossFit | None:
