@@ -1,9 +1,20 @@
+import numpy as np
 import pytest
 import torch
 
-from mmtab import AttentionFusion, ConcatFusion, FusionModel, GatedFusion, TabularMLP
+from mmtab import (
+    AttentionFusion,
+    ConcatFusion,
+    FusionModel,
+    GatedFusion,
+    MultimodalModule,
+    TabularMLP,
+    TabularTextDataModule,
+    TextEncoder,
+)
+from mmtab.errors import ConfigError
 
-from .conftest import fusion_module, reviews_datamodule
+from .conftest import REVIEW_CAT, REVIEW_TEXT, fusion_module, quiet_trainer, reviews_datamodule
 
 FUSIONS = [ConcatFusion, GatedFusion, AttentionFusion]
 
@@ -98,3 +109,63 @@ def test_predictions_from_saved_preprocessing_match_the_training_pipeline(tiny_b
         direct = torch.softmax(module(dm.table("valid")[slice(0, len(valid))]), dim=1)[:, 1]
     torch.testing.assert_close(torch.tensor(table["prob_1"].to_numpy()), direct, atol=1e-5, rtol=1e-4)
     assert table["loss"].notna().all()
+
+
+def text_into_tabular(dm, *, text_into: str = "tabular", **tabular) -> FusionModel:
+    torch.manual_seed(0)
+    return FusionModel(n_outputs=dm.n_outputs, tabular=TabularMLP(**dm.tabular_dims, layers=[16], **tabular),
+                       text=TextEncoder(pretrained=dm.text_model, columns=dm.text_slots), text_into=text_into)
+
+
+def test_text_into_tabular_makes_the_text_an_input_of_the_tabular_mlp(tiny_bert, reviews_sample):
+    dm = reviews_datamodule(reviews_sample, tiny_bert)
+    net = text_into_tabular(dm, ensemble_size=3)
+    assert net.tabular.n_extra == net.text.out_features and net.branch_heads is None
+    assert net.fusion.out_features == net.tabular.out_features  # one set of features reaches the head
+    batch = next(b for b in dm.train_dataloader() if b["has_text"].sum() > 1)
+    out = net.train()(batch)
+    assert out.shape == (len(batch["target"]), 3, 2)  # the ensemble's members, each reading the text too
+    out.sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())
+               and ".pooler." not in n and n != "text.no_text"]
+    assert not missing, f"parameters without a gradient: {missing}"
+    other = dict(batch, input_ids=batch["input_ids"].flip(0), attention_mask=batch["attention_mask"].flip(0))
+    net.eval()
+    assert not torch.allclose(net(batch), net(other))  # the text is read
+    # when the text steps aside, the tabular branch reads the table alone: the tabular-only model's weights
+    net.drop_branch("text")
+    alone = FusionModel(n_outputs=2, tabular=TabularMLP(**dm.tabular_dims, layers=[16], ensemble_size=3))
+    assert net.tabular.n_extra == 0 and net.state_dict().keys() == alone.state_dict().keys()
+    assert net(batch).shape == (len(batch["target"]), 3, 2)
+
+
+def test_text_into_tabular_learns_what_the_text_and_a_column_decide_together(tiny_bert, reviews_sample):
+    """The target is the text's sentiment flipped where a category says so (an interaction): a linear head
+    over the branches' features cannot add them up to it, the tabular MLP that reads both can."""
+    rng = np.random.default_rng(0)
+    frame = reviews_sample.copy()
+    positive = rng.integers(0, 2, len(frame)).astype(bool)
+    flip = rng.integers(0, 2, len(frame)).astype(bool)
+    frame["Review Text"] = np.where(positive, "love it perfect", "returned it poor fabric")
+    frame["Division Name"] = np.where(flip, "flipped", "kept")
+    frame["Recommended IND"] = (positive ^ flip).astype(int)
+    dm = TabularTextDataModule.from_frame(frame, target="Recommended IND", categorical_cols=REVIEW_CAT,
+                                          continuous_cols=[], text_cols=REVIEW_TEXT, text_model=tiny_bert,
+                                          batch_size=64, seed=0, max_length=32)
+    dm.setup("fit")
+    scores = {}
+    for text_into in ("fusion", "tabular"):
+        module = MultimodalModule(text_into_tabular(dm, text_into=text_into), task=dm.fitted_task, lr=1e-2,
+                                  parts={"text": {"frozen": True}})
+        trainer = quiet_trainer(max_epochs=8)
+        trainer.fit(module, dm)
+        scores[text_into] = float(trainer.callback_metrics["val_accuracy"])
+    assert scores["tabular"] > 0.95 and scores["fusion"] < 0.8, scores
+
+
+def test_text_into_needs_both_branches_and_a_known_place(tiny_bert, reviews_sample):
+    dm = reviews_datamodule(reviews_sample, tiny_bert)
+    with pytest.raises(ConfigError, match="needs both branches.*only the tabular branch"):
+        FusionModel(n_outputs=2, tabular=TabularMLP(**dm.tabular_dims, layers=[16]), text_into="tabular")
+    with pytest.raises(ConfigError, match="text_into is 'early'"):
+        text_into_tabular(dm, text_into="early")

@@ -26,11 +26,12 @@ LORA = LoraAdapters(rank=4, alpha=8, dropout=0.1, last_layers=1)
 
 
 def tar_module(dm, *, crossfit: int = 2, cache_dir: str | None = None, lora=LORA, frozen: bool = True,
-               **target) -> MultimodalModule:
+               text_into: str = "fusion", ensemble_size: int = 1, **target) -> MultimodalModule:
     torch.manual_seed(0)
-    net = FusionModel(n_outputs=dm.n_outputs, tabular=TabularMLP(**dm.tabular_dims, layers=[16]),
+    net = FusionModel(n_outputs=dm.n_outputs,
+                      tabular=TabularMLP(**dm.tabular_dims, layers=[16], ensemble_size=ensemble_size),
                       text=TextEncoder(pretrained=dm.text_model, columns=dm.text_slots, lora=lora, reduce_to=4),
-                      head_layers=[16])
+                      head_layers=[16], text_into=text_into)
     config = TargetAware(**{"max_epochs": 3, "lr": 3e-3, "crossfit": crossfit, **target})
     return MultimodalModule(net, task=dm.fitted_task, lr=3e-3, parts={"text": {"frozen": frozen}},
                             target_aware=config, text_embeddings=TextEmbeddings(cache_dir=cache_dir),
@@ -218,3 +219,23 @@ def test_bins_are_cut_at_the_training_quantiles_and_merge_where_values_repeat(ti
     assert target.table.tensors["target"].tolist() == [0, 1, 1, 2, 2, 2, 2, 2]
     with pytest.raises(ConfigError, match="has one value"):
         AdapterTarget.of(module, TensorTable({"target": torch.full((8,), 3.0)}))
+
+
+def test_target_aware_vectors_as_the_tabular_ensembles_inputs_predict_as_they_validate(tiny_bert, reviews_sample,
+                                                                                       tmp_path):
+    """text_into: tabular (MulTaBench's way: the reduced vectors are the tabular learner's inputs), with a
+    TabM-style ensemble: the model reads the target from the text, and a module built afresh from the
+    checkpoint validates and predicts exactly as the fitted one."""
+    dm = text_decides_datamodule(reviews_sample, tiny_bert)
+    module = tar_module(dm, crossfit=0, text_into="tabular", ensemble_size=4, cache_dir=str(tmp_path / "cache"))
+    assert module.net.tabular.n_extra == 4 * dm.text_slots and module.net.branch_heads is None
+    trainer = quiet_trainer(max_epochs=2, enable_checkpointing=True,
+                            callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+    trainer.fit(module, dm)
+    assert trainer.callback_metrics["val_auroc"] > 0.95  # the table is noise here: the text carries it
+    fresh = tar_module(dm, crossfit=0, text_into="tabular", ensemble_size=4, cache_dir=None)
+    (theirs,) = quiet_trainer().validate(fresh, dm, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), verbose=False)
+    (ours,) = quiet_trainer().validate(module, dm, verbose=False)
+    assert theirs["val_loss"] == pytest.approx(ours["val_loss"], abs=1e-5)
+    losses = torch.cat([b["loss"] for b in quiet_trainer().predict(fresh, dm)])
+    assert float(losses.mean()) == pytest.approx(theirs["val_loss"], abs=1e-5)

@@ -20,7 +20,7 @@ freezing key on. Which parts are frozen is this model's state and nowhere else: 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -143,6 +143,15 @@ class FusionModel(nn.Module):
             learn at full strength. 1 by default: over 5 seeds it raised the fused model's validation
             AUROC on 9 of 10 runs against 0 (reviews demo 0.9302 -> 0.9320, weak-text case
             0.9041 -> 0.9053; benchmarks/modality_report.py, docs/explain.md).
+        text_into: where the text branch's features go. ``"fusion"``: beside the tabular branch's
+            output, into the fusion layer and head (late fusion: the text enters the head as it comes).
+            ``"tabular"``: into the tabular branch as inputs beside the table's columns
+            (`TabularMLP.take_inputs`), so its MLP, and each member of its ensemble, learns the
+            text's effects and their interactions with the columns, as MulTaBench feeds its
+            target-aware vectors to tabular learners. Made for a short vector of a frozen branch (its
+            ``reduce_to`` components); there is then one set of features to fuse, so no branch heads
+            (no modality report). Measured in docs/small-tables.md (a numeric target whose text
+            carries it).
 
     Example:
         >>> m = FusionModel(n_outputs=2, tabular=TabularMLP(cardinalities=[4], n_cont=2, layers=[8]))
@@ -153,13 +162,23 @@ class FusionModel(nn.Module):
     def __init__(self, *, n_outputs: int, tabular: TabularMLP | None = None, text: TextEncoder | None = None,
                  fusion: FusionFactory = ConcatFusion, head_layers: Sequence[int] = (), head_dropout: float = 0.0,
                  head_activation: ActivationFactory | None = None, y_range: tuple[float, float] | None = None,
-                 branch_heads: bool = True, branch_loss_weight: float = 1.0) -> None:
+                 branch_heads: bool = True, branch_loss_weight: float = 1.0,
+                 text_into: Literal["fusion", "tabular"] = "fusion") -> None:
         super().__init__()
         if tabular is None and text is None:
             raise ConfigError("FusionModel needs at least one branch: give tabular=, text= or both")
+        if text_into not in ("fusion", "tabular"):
+            raise ConfigError(f"text_into is {text_into!r}: give 'fusion' (beside the tabular branch, into the head) "
+                              "or 'tabular' (into the tabular branch as inputs)")
+        if text_into == "tabular" and (tabular is None or text is None):
+            raise ConfigError("text_into: tabular needs both branches (data.text_cols and table columns); this "
+                              "model has only the " + ("text" if tabular is None else "tabular") + " branch")
         self.tabular = tabular
         self.text = text
-        widths = {name: branch.out_features for name, branch in self.branches().items()}
+        self.text_into = text_into
+        if text_into == "tabular":
+            tabular.take_inputs(text.out_features)
+        widths = self._fused_widths()
         self.fusion = fusion(widths)
         # the tabular branch's ensemble (`TabularMLP.ensemble_size`) runs on through fusion and head
         self.ensemble_size: int = getattr(tabular, "ensemble_size", 1)
@@ -188,16 +207,25 @@ class FusionModel(nn.Module):
         """The input branches present, by name."""
         return {n: b for n, b in (("tabular", self.tabular), ("text", self.text)) if b is not None}
 
+    def _fused_widths(self) -> dict[str, int]:
+        """The width of each set of features the fusion layer takes, by name: every branch's, or the
+        tabular branch's alone when the text is among its inputs."""
+        if self.text_into == "tabular":
+            return {"tabular": self.tabular.out_features}
+        return {name: branch.out_features for name, branch in self.branches().items()}
+
     def features(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The features the fusion layer takes (`_fused_widths`), by name."""
         out = {}
         grad = torch.is_grad_enabled()
-        if self.tabular is not None:
-            with torch.set_grad_enabled(grad and "tabular" not in self._frozen):
-                out["tabular"] = self.tabular(batch["cat"], batch["cont"])  # (B, tabular.out_features)
         if self.text is not None:
             frozen = "text" in self._frozen
             with torch.set_grad_enabled(grad and not frozen):
                 out["text"] = self.text(batch, frozen=frozen)  # (B, text.out_features)
+        if self.tabular is not None:
+            extra = out.pop("text") if self.text_into == "tabular" else None
+            with torch.set_grad_enabled(grad and "tabular" not in self._frozen):
+                out["tabular"] = self.tabular(batch["cat"], batch["cont"], extra)  # (B, tabular.out_features)
         return out
 
     # ---------------------------------------------------------------------------------- freezing
@@ -277,7 +305,11 @@ class FusionModel(nn.Module):
                               "one of two branches can be dropped")
         setattr(self, name, None)
         self._frozen.discard(name)
-        widths = {n: branch.out_features for n, branch in self.branches().items()}
+        if self.text_into == "tabular":
+            self.text_into = "fusion"
+            if self.tabular is not None:  # the text was among its inputs: it reads the table alone again
+                self.tabular.take_inputs(0)
+        widths = self._fused_widths()
         self.fusion = ConcatFusion(widths)
         output_range = self.head.output_range  # in the units the head outputs (a trainer may have set them)
         self.head = Head(self.fusion.out_features, self.head.n_outputs, **self._head_options)

@@ -97,11 +97,21 @@ class TabularMLP(nn.Module):
         embedded = self.cont_embedding is not None
         self.bn_cont = nn.BatchNorm1d(n_cont) if bn_cont and n_cont and not embedded else None
         cont_width = 1 if not embedded else self.cont_embedding.get_output_shape()[1]
-        in_features = sum(sizes) + n_cont * cont_width
         self.ensemble_size = ensemble_size
-        self.member_scaling = _member_scaling(ensemble_size, [*sizes, *[cont_width] * n_cont]) \
-            if ensemble_size > 1 else None
-        self.mlp = MLP(in_features, layers, dropout=dropout, bn=bn, activation=activation)
+        self._input_widths = [*sizes, *[cont_width] * n_cont]  # one per column, as member scaling chunks them
+        self._mlp_options = {"layers": list(layers), "dropout": dropout, "bn": bn, "activation": activation}
+        self.take_inputs(0)
+
+    def take_inputs(self, width: int) -> None:
+        """Read `width` more inputs beside the table's columns: another branch's features, each through
+        BatchNorm (as fastai's continuous inputs) and scaled per ensemble member like a column of its
+        own (`FusionModel`'s ``text_into="tabular"``). The MLP is built again for its new input width,
+        so call it before training; 0 reads the table alone."""
+        self.n_extra = width
+        self.bn_extra = nn.BatchNorm1d(width) if width else None
+        widths = [*self._input_widths, *[1] * width]
+        self.member_scaling = _member_scaling(self.ensemble_size, widths) if self.ensemble_size > 1 else None
+        self.mlp = MLP(sum(widths), **self._mlp_options)
         self.out_features = self.mlp.out_features
 
     def embed(self, cat: Tensor) -> Tensor:
@@ -120,7 +130,12 @@ class TabularMLP(nn.Module):
             return one_hot.scatter_(1, codes, 1.0) @ table
         return F.embedding_bag(codes, table, mode="sum")
 
-    def forward(self, cat: Tensor, cont: Tensor) -> Tensor:
+    def forward(self, cat: Tensor, cont: Tensor, extra: Tensor | None = None) -> Tensor:
+        """(B, n_cat) codes and (B, n_cont) numbers (and (B, `n_extra`) inputs from `take_inputs`) ->
+        (B, out_features), or (B, k, out_features) for a k-member ensemble."""
+        if (extra is None) != (self.n_extra == 0):
+            raise ValueError(f"this branch reads {self.n_extra} extra inputs; got "
+                             f"{'none' if extra is None else extra.shape[-1]}")
         parts = []
         if len(self.embeddings):
             parts.append(self.embedding_dropout(self.embed(cat)))
@@ -128,6 +143,8 @@ class TabularMLP(nn.Module):
             parts.append(self.cont_embedding(cont).flatten(1))  # (B, n_cont, d) -> (B, n_cont * d)
         elif self.n_cont:
             parts.append(self.bn_cont(cont) if self.bn_cont is not None else cont)
+        if extra is not None:
+            parts.append(self.bn_extra(extra))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (B, in_features)
         if self.member_scaling is None:
             return self.mlp(x)
