@@ -23,6 +23,9 @@ Variants:
 * ``tar``: configs/small_table_tar.yaml / configs/reviews_tar.yaml: the adapters fitted on the
   target first (one ``mmtab fit``), then the same model on their reduced vectors.
 * ``tar_crossfit``: ``tar`` with ``model.target_aware.crossfit: 3``.
+* ``tar_into_tabular``: ``tar`` with the text's vectors as inputs of the tabular branch
+  (``model.net.text_into: tabular``), an 8-member ensemble (``ensemble_size: 8``), instead of beside
+  its output in the head.
 * ``tar_loss`` (a numeric target only): ``tar`` with ``model.target_aware.regression: loss`` (the
   adapters fit the value on squared error) instead of the default ``binned`` (its quantile bins as
   ordered classes).
@@ -48,8 +51,8 @@ Prints one JSON line and writes benchmarks/results/text_embeddings.json (merged 
 so cases can be run one at a time: each entry keeps the seeds and precision it was measured with).
 
     python benchmarks/text_embeddings.py [--cases weak_text reviews rating rating_small] [--seeds 0 1 2]
-        [--variants tabular frozen tar tar_crossfit tar_loss default hgb_frozen hgb_tar] [--precision bf16-mixed]
-        [--reference]
+        [--variants tabular frozen tar tar_crossfit tar_into_tabular tar_loss default hgb_frozen hgb_tar]
+        [--precision bf16-mixed] [--reference]
 """
 
 from __future__ import annotations
@@ -77,8 +80,11 @@ from mmtab.training.module import MultimodalModule
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "text_embeddings.json"
 CONFIGS = ROOT / "configs"
-VARIANTS = ["tabular", "frozen", "tar", "tar_crossfit", "tar_loss", "default", "hgb_frozen", "hgb_tar"]
+VARIANTS = ["tabular", "frozen", "tar", "tar_crossfit", "tar_into_tabular", "tar_loss", "default", "hgb_frozen",
+            "hgb_tar"]
 NUMERIC_ONLY = ("tar_loss",)
+# the text's vectors as inputs of the tabular branch, an 8-member ensemble, instead of beside it in the head
+INTO_TABULAR = ["--model.net.text_into=tabular", "--model.net.tabular.ensemble_size=8"]
 RATING = ["--data.target=Rating", "--data.task=ordinal"]
 NUMBER = "a number"  # the "positive class" of a numeric target
 # the small-table recipes (written for adult) on the reviews' columns, the Rating read as a number
@@ -216,6 +222,7 @@ def run_case(name: str, seeds: list[int], variants: list[str], precision: str, t
         frozen = without_adapters(tar[0], tmp)
         plan = {"tabular": tabular, "frozen": (frozen, tar[1]), "tar": tar,
                 "tar_crossfit": (tar[0], [*tar[1], "--model.target_aware.crossfit=3"]),
+                "tar_into_tabular": (tar[0], [*tar[1], *INTO_TABULAR]),
                 "tar_loss": (tar[0], [*tar[1], "--model.target_aware.regression=loss"]), "default": default}
         plan = {variant: (config, [*extra, cache(tmp)]) for variant, (config, extra) in plan.items()}
         for variant, (config, extra) in plan.items():
