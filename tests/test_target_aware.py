@@ -121,7 +121,10 @@ def test_predict_equals_validate_from_the_checkpoint_in_a_fresh_module(tar_run):
     (theirs,) = trainer.validate(fresh, dm, ckpt_path=str(last), verbose=False)
     (ours,) = quiet_trainer().validate(module, dm, verbose=False)
     assert theirs["val_loss"] == pytest.approx(ours["val_loss"], abs=1e-5)
-    assert theirs["val_auroc"] == pytest.approx(ours["val_auroc"], abs=1e-6)
+    # the fresh module computes its vectors again, perhaps with another thread count than the fit (a test
+    # before it on this worker may set one): ~1e-6 apart, which can reorder near-tied scores of this
+    # random encoder (AUROC about 0.46 here)
+    assert theirs["val_auroc"] == pytest.approx(ours["val_auroc"], abs=1e-4)
     batches = trainer.predict(fresh, dm)
     losses = torch.cat([b["loss"] for b in batches])
     assert float(losses.mean()) == pytest.approx(theirs["val_loss"], abs=1e-5)

@@ -150,8 +150,9 @@ class FusionModel(nn.Module):
             text's effects and their interactions with the columns, as MulTaBench feeds its
             target-aware vectors to tabular learners. Made for a short vector of a frozen branch (its
             ``reduce_to`` components); there is then one set of features to fuse, so no branch heads
-            (no modality report). Measured in docs/small-tables.md (a numeric target whose text
-            carries it).
+            (no modality report). It pays where the text carries the target and costs where the text
+            says little, so ``"fusion"`` stays the default (measured in docs/small-tables.md, a numeric
+            target whose text carries it).
 
     Example:
         >>> m = FusionModel(n_outputs=2, tabular=TabularMLP(cardinalities=[4], n_cont=2, layers=[8]))
