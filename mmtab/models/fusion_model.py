@@ -219,15 +219,20 @@ class FusionModel(nn.Module):
         """The features the fusion layer takes (`_fused_widths`), by name."""
         out = {}
         grad = torch.is_grad_enabled()
-        if self.text is not None:
-            frozen = "text" in self._frozen
-            with torch.set_grad_enabled(grad and not frozen):
-                out["text"] = self.text(batch, frozen=frozen)  # (B, text.out_features)
+        # the text first only where the tabular branch reads it: else the tabular branch draws its dropout
+        # masks first, as it always has, so a fine-tuned fusion model's random streams stay as measured
+        extra = self._text_features(batch, grad) if self.text_into == "tabular" else None
         if self.tabular is not None:
-            extra = out.pop("text") if self.text_into == "tabular" else None
             with torch.set_grad_enabled(grad and "tabular" not in self._frozen):
                 out["tabular"] = self.tabular(batch["cat"], batch["cont"], extra)  # (B, tabular.out_features)
+        if self.text is not None and self.text_into == "fusion":
+            out["text"] = self._text_features(batch, grad)  # (B, text.out_features)
         return out
+
+    def _text_features(self, batch: Mapping[str, Tensor], grad: bool) -> Tensor:
+        frozen = "text" in self._frozen
+        with torch.set_grad_enabled(grad and not frozen):
+            return self.text(batch, frozen=frozen)
 
     # ---------------------------------------------------------------------------------- freezing
     def freeze(self, name: str) -> None:
